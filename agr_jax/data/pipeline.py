@@ -1,0 +1,212 @@
+"""grain input pipeline: random-access source -> batches of float32 images and labels.
+
+    source -> shard (ds[shard_index::shard_count]) -> shuffle(seed, reshuffled per epoch)
+      -> repeat -> decode + resize (+ augment, train) + normalise   [per record, seeded]
+      -> to_iter_dataset -> mp_prefetch(worker_count) -> batch
+
+Per-record work happens before ``mp_prefetch`` and batching after it, so with several
+workers no records are dropped (google/grain#1129) and the batch order does not depend on
+the worker count (grain interleaves workers round-robin in record order). Augmentation
+randomness comes from grain's ``random_map`` seed, derived per record index: the same seed
+gives the same batches, whatever the worker count.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any
+
+import grain
+import numpy as np
+import simplejpeg
+from absl import flags
+from PIL import Image
+
+DEFAULT_NORMALIZE = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+AUGMENT_KEYS = {
+    "flip": "random horizontal flip (bool)",
+    "rotate_deg": "uniform random rotation in [-deg, deg], bilinear, edge-black (float)",
+    "pad_crop": "reflect-pad by N pixels then random crop back to image_size (int)",
+    "noise_std": "Gaussian noise std in [0, 1] pixel units, then clip (float)",
+}
+
+
+def decode_image(data: bytes, size: int) -> np.ndarray:
+    """Decodes JPEG (or any PIL format) bytes to a uint8 [size, size, 3] RGB array.
+
+    simplejpeg decodes at the smallest DCT scale still >= size; PIL is the fallback
+    (progressive/CMYK/non-JPEG). The final resize is PIL bilinear, antialiased.
+    Non-square images are resized without keeping the aspect ratio (UTKFace is square).
+    """
+    try:
+        img = simplejpeg.decode_jpeg(
+            data, colorspace="RGB", min_height=size, min_width=size, strict=False
+        )
+        if img.shape[0] == size and img.shape[1] == size:
+            return img
+        pil = Image.fromarray(img)
+    except ValueError:
+        pil = Image.open(io.BytesIO(data))
+        pil.draft("RGB", (size, size))
+        pil = pil.convert("RGB")
+    if pil.size != (size, size):
+        pil = pil.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(pil)
+
+
+def _validate_augment(augment: Mapping | None) -> dict[str, Any]:
+    augment = dict(augment or {})
+    unknown = set(augment) - set(AUGMENT_KEYS)
+    if unknown:
+        raise ValueError(f"unknown augment keys {sorted(unknown)}; known: {AUGMENT_KEYS}")
+    out = {
+        "flip": bool(augment.get("flip", False)),
+        "rotate_deg": float(augment.get("rotate_deg", 0.0)),
+        "pad_crop": int(augment.get("pad_crop", 0)),
+        "noise_std": float(augment.get("noise_std", 0.0)),
+    }
+    if out["rotate_deg"] < 0 or out["pad_crop"] < 0 or out["noise_std"] < 0:
+        raise ValueError(f"augment values must be non-negative: {out}")
+    return out
+
+
+def augment_image(img: np.ndarray, rng: np.random.Generator, aug: Mapping) -> np.ndarray:
+    """Geometric augmentation of a uint8 [H, W, 3] image; draws from rng in a fixed order."""
+    size = img.shape[0]
+    flip = rng.random() < 0.5
+    angle = rng.uniform(-aug["rotate_deg"], aug["rotate_deg"])
+    pad = aug["pad_crop"]
+    oy, ox = rng.integers(0, 2 * pad + 1, size=2)
+    if aug["flip"] and flip:
+        img = img[:, ::-1]
+    if aug["rotate_deg"] > 0:
+        img = np.asarray(
+            Image.fromarray(np.ascontiguousarray(img)).rotate(
+                angle, resample=Image.Resampling.BILINEAR
+            )
+        )
+    if pad > 0:
+        img = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+        img = img[oy : oy + size, ox : ox + size]
+    return img
+
+
+class ProcessRecord(grain.transforms.RandomMap):
+    """Decode, resize, augment (train), normalise one record dict. Picklable for workers."""
+
+    def __init__(
+        self,
+        image_size: int,
+        train: bool,
+        augment: Mapping | None,
+        normalize: tuple | None,
+        with_metadata: bool,
+    ):
+        self.image_size = int(image_size)
+        self.train = bool(train)
+        self.augment = _validate_augment(augment)
+        self.with_metadata = with_metadata
+        if normalize is None:
+            self.mean, self.std = None, None
+        else:
+            mean, std = normalize
+            self.mean = np.asarray(mean, np.float32).reshape(1, 1, -1)
+            self.std = np.asarray(std, np.float32).reshape(1, 1, -1)
+            if np.any(self.std <= 0):
+                raise ValueError(f"normalize std must be positive: {std}")
+
+    def random_map(self, element: dict, rng: np.random.Generator) -> dict:
+        img = decode_image(element["image"], self.image_size)
+        if self.train:
+            img = augment_image(img, rng, self.augment)
+        x = img.astype(np.float32) * np.float32(1.0 / 255.0)
+        if self.train and self.augment["noise_std"] > 0:
+            noise = rng.standard_normal(x.shape, dtype=np.float32)
+            x = np.clip(x + np.float32(self.augment["noise_std"]) * noise, 0.0, 1.0)
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        out = {
+            "image": x,
+            "age": np.float32(element["age"]),
+            "gender": np.int32(element["gender"]),
+            "race": np.int32(element["race"]),
+        }
+        if self.with_metadata:
+            out["file_name"] = np.asarray(str(element["file_name"]))
+        return out
+
+
+def make_dataset(
+    source,
+    *,
+    image_size: int,
+    batch_size: int,
+    train: bool,
+    seed: int,
+    augment: Mapping | None = None,
+    normalize: tuple | None = DEFAULT_NORMALIZE,
+    num_epochs: int | None = None,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    worker_count: int = 0,
+    drop_remainder: bool | None = None,
+    with_metadata: bool = False,
+    read_threads: int = 2,
+    worker_buffer_size: int = 4,
+) -> grain.IterDataset:
+    """Builds the grain pipeline over a random-access ``source`` of record dicts.
+
+    Args:
+      source: ``__len__`` + ``__getitem__`` returning {image: bytes, age, gender, race,
+        file_name, ...} (``load_split`` / ``folder_source``).
+      image_size: output side in pixels.
+      batch_size: per-process batch size.
+      train: shuffle (reshuffled each epoch), augment, repeat; else one ordered pass.
+      seed: shuffle and augmentation seed.
+      augment: keys from ``AUGMENT_KEYS`` (train only); None = no augmentation.
+      normalize: (mean, std) per channel on [0, 1] pixels; None leaves [0, 1].
+      num_epochs: train: None = forever; eval: None = 1.
+      shard_index, shard_count: this process' shard (``ds[shard_index::shard_count]``).
+      worker_count: >0 uses grain ``mp_prefetch`` with that many processes.
+      drop_remainder: default ``train``.
+      with_metadata: add ``file_name`` (numpy str array) to each batch.
+      read_threads: grain read threads per process (this machine has 2 cores).
+
+    Returns:
+      A ``grain.IterDataset``; ``iter(ds)`` yields dicts {image float32 [B,H,W,3], age
+      float32 [B], gender int32 [B], race int32 [B] (, file_name str [B])} and supports
+      ``get_state()`` / ``set_state()``.
+    """
+    if image_size < 1 or batch_size < 1:
+        raise ValueError(f"image_size and batch_size must be >= 1: {image_size}, {batch_size}")
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"need 0 <= shard_index < shard_count, got {shard_index}/{shard_count}")
+    if num_epochs is not None and num_epochs < 1:
+        raise ValueError(f"num_epochs must be None or >= 1, got {num_epochs}")
+    if drop_remainder is None:
+        drop_remainder = train
+    if len(source) == 0:
+        raise ValueError("empty data source")
+    ds = grain.MapDataset.source(source)
+    if shard_count > 1:
+        ds = ds[shard_index::shard_count]
+    if train:
+        ds = ds.shuffle(seed=seed).repeat(num_epochs)
+    elif num_epochs not in (None, 1):
+        ds = ds.repeat(num_epochs)
+    process = ProcessRecord(image_size, train, augment, normalize, with_metadata)
+    ds = ds.random_map(process, seed=seed)
+    it = ds.to_iter_dataset(
+        grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=4 * batch_size)
+    )
+    if worker_count > 0:
+        # grain reads absl flags in its workers; outside an absl app they are unparsed.
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
+        it = it.mp_prefetch(
+            grain.MultiprocessingOptions(
+                num_workers=worker_count, per_worker_buffer_size=worker_buffer_size
+            )
+        )
+    return it.batch(batch_size, drop_remainder=drop_remainder)

@@ -1,0 +1,213 @@
+"""TFDS builder for UTKFace (ArrayRecord, raw JPEG bytes) and readers. No TensorFlow needed.
+
+Layout written by :func:`agr_jax.data.prepare.prepare`::
+
+    OUT/prepared.json                           -> {"path": "utk_face/<config>/1.0.0", ...}
+    OUT/utk_face/<config>/1.0.0/                   TFDS files (dataset_info.json, shards)
+    OUT/utk_face/<config>/1.0.0/rejects.json       every rejected / converted file + reason
+    OUT/utk_face/<config>/1.0.0/prepare_settings.json  written last: marks a complete build
+
+Readers (:func:`load_split`, :func:`dataset_info`) accept OUT, or the version directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+
+from agr_jax.data import utkface
+
+log = logging.getLogger(__name__)
+
+VERSION = "1.0.0"
+FEATURE_KEYS = ("image", "age", "gender", "race", "file_name", "timestamp")
+PREPARED_POINTER = "prepared.json"
+SETTINGS_FILE = "prepare_settings.json"
+REJECTS_FILE = "rejects.json"
+
+
+@dataclasses.dataclass(eq=False)
+class UtkFaceConfig(tfds.core.BuilderConfig):
+    """Where to read UTKFace and how to split it."""
+
+    sources: tuple[str, ...] = ()
+    seed: int = 0
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    age_range: tuple[int, int] | None = None
+    check_decode: bool = True
+
+
+class UtkFace(tfds.core.GeneratorBasedBuilder):
+    """UTKFace crops: raw JPEG bytes + age/gender/race, split by capture timestamp."""
+
+    VERSION = tfds.core.Version(VERSION)
+    RELEASE_NOTES = {str(VERSION): "Raw JPEG bytes, timestamp-grouped seeded splits."}
+    BUILDER_CONFIGS = [UtkFaceConfig(name="default")]
+
+    # tfds' default code_path needs the `importlib_resources` backport for builders defined
+    # inside a package; the file path is all it is used for (checksums, metadata lookup).
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        return epath.Path(__file__)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.read_result: utkface.ReadResult | None = None
+        self.num_age_excluded = 0
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        cfg = self.builder_config
+        metadata = tfds.core.MetadataDict(
+            sources=list(cfg.sources),
+            seed=cfg.seed,
+            ratios=list(cfg.ratios),
+            age_range=list(cfg.age_range) if cfg.age_range else None,
+            check_decode=cfg.check_decode,
+        )
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description="UTKFace face crops with age (0-116), gender (0 male, 1 female) and "
+            "race (0 White, 1 Black, 2 Asian, 3 Indian, 4 Others) parsed from file names. "
+            "Images are stored as the original JPEG bytes (undecoded).",
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Tensor(shape=(), dtype=np.object_),
+                    "age": tfds.features.Scalar(dtype=np.int32),
+                    "gender": tfds.features.ClassLabel(names=list(utkface.GENDERS)),
+                    "race": tfds.features.ClassLabel(names=list(utkface.RACES)),
+                    "file_name": tfds.features.Text(),
+                    "timestamp": tfds.features.Text(),
+                }
+            ),
+            homepage="https://susanqq.github.io/UTKFace/",
+            metadata=metadata,
+        )
+
+    def _split_generators(self, dl_manager):
+        cfg = self.builder_config
+        if not cfg.sources:
+            raise ValueError("UtkFaceConfig.sources is empty: give the UTKFace folder/archives")
+        result = utkface.read_utkface(list(cfg.sources), check_decode=cfg.check_decode)
+        self.read_result = result
+        labels = result.labels
+        keep = utkface.filter_age(labels, cfg.age_range)
+        self.num_age_excluded = len(labels) - len(keep)
+        kept = [result.examples[i] for i in keep]
+        splits = utkface.split_by_timestamp([lab for lab, _ in kept], cfg.ratios, cfg.seed)
+        return {
+            name: self._generate_examples([kept[i] for i in idx])
+            for name, idx in splits.items()
+        }
+
+    def _generate_examples(self, examples):
+        for label, data in examples:
+            yield label.file_name, {
+                "image": data,
+                "age": label.age,
+                "gender": label.gender,
+                "race": label.race,
+                "file_name": label.file_name,
+                "timestamp": label.timestamp,
+            }
+
+
+def resolve_dir(tfds_dir: str | Path) -> Path:
+    """The TFDS version directory for OUT (via prepared.json) or a version directory."""
+    path = Path(tfds_dir)
+    if (path / "dataset_info.json").exists():
+        return path
+    pointer = path / PREPARED_POINTER
+    if pointer.exists():
+        target = path / json.loads(pointer.read_text())["path"]
+        if (target / "dataset_info.json").exists():
+            return target
+        raise FileNotFoundError(f"{pointer} points to {target}, which holds no TFDS build")
+    found = sorted(p.parent for p in path.glob("*/*/*/dataset_info.json"))
+    found += sorted(p.parent for p in path.glob("*/*/dataset_info.json"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise FileNotFoundError(
+            f"No prepared dataset in {path}: run `python -m agr_jax.data.prepare "
+            f"--data_dir DIR --out {path}`"
+        )
+    raise ValueError(f"Several builds under {path}, pick one: {[str(f) for f in found]}")
+
+
+def _to_str(value) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray):
+        return _to_str(value.item())
+    return str(value)
+
+
+def normalize_record(record) -> dict:
+    """Python bytes/str for image/file_name/timestamp, numpy int32 for the labels."""
+    image = record["image"]
+    if isinstance(image, np.ndarray):
+        image = image.item()
+    return {
+        "image": bytes(image),
+        "age": np.int32(record["age"]),
+        "gender": np.int32(record["gender"]),
+        "race": np.int32(record["race"]),
+        "file_name": _to_str(record["file_name"]),
+        "timestamp": _to_str(record["timestamp"]),
+    }
+
+
+class NormalizedSource:
+    """Random-access source of normalised record dicts (picklable, for grain workers)."""
+
+    def __init__(self, source):
+        self._source = source
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> dict:
+        return normalize_record(self._source[index])
+
+    def __repr__(self) -> str:
+        return f"NormalizedSource({self._source!r})"
+
+
+def load_split(tfds_dir: str | Path, split: str) -> NormalizedSource:
+    """Random-access data source for a split ("train", "validation", "test", or TFDS slicing
+    like "train[:10%]"). Items: {image: bytes, age/gender/race: np.int32, file_name: str,
+    timestamp: str}."""
+    builder = tfds.builder_from_directory(str(resolve_dir(tfds_dir)))
+    return NormalizedSource(builder.as_data_source(split=split))
+
+
+def dataset_info(tfds_dir: str | Path) -> dict:
+    """Summary of a prepared build: splits and sizes, settings, rejects."""
+    path = resolve_dir(tfds_dir)
+    builder = tfds.builder_from_directory(str(path))
+    info = builder.info
+    out = {
+        "name": info.name,
+        "version": str(info.version),
+        "config": builder.builder_config.name if builder.builder_config else None,
+        "data_dir": str(path),
+        "splits": {name: int(s.num_examples) for name, s in info.splits.items()},
+        "num_examples": int(sum(s.num_examples for s in info.splits.values())),
+        "features": list(FEATURE_KEYS),
+    }
+    settings = path / SETTINGS_FILE
+    if settings.exists():
+        out["settings"] = json.loads(settings.read_text())
+    rejects = path / REJECTS_FILE
+    if rejects.exists():
+        data = json.loads(rejects.read_text())
+        out["num_rejects"] = len(data.get("rejects", []))
+        out["rejects_file"] = str(rejects)
+    return out

@@ -1,0 +1,52 @@
+"""Layer factories shared by backbones, so dtype/param_dtype are threaded in one place."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+def conv_factory(dtype: Dtype, param_dtype: Dtype, **defaults: Any):
+    """A `nn.Conv` partial with the model's compute/storage dtypes and He init."""
+    return functools.partial(
+        nn.Conv,
+        use_bias=False,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+        **defaults,
+    )
+
+
+def norm_factory(
+    train: bool,
+    dtype: Dtype,
+    param_dtype: Dtype,
+    axis_name: str | None = None,
+    momentum: float = 0.9,
+    epsilon: float = 1e-5,
+):
+    """A `nn.BatchNorm` partial; statistics are reduced in float32 and synced over `axis_name`."""
+    return functools.partial(
+        nn.BatchNorm,
+        use_running_average=not train,
+        momentum=momentum,
+        epsilon=epsilon,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        axis_name=axis_name,
+    )
+
+
+def dense_factory(dtype: Dtype, param_dtype: Dtype):
+    return functools.partial(nn.Dense, dtype=dtype, param_dtype=param_dtype)
+
+
+def to_dtype(name: str | Dtype) -> Dtype:
+    """Config strings ('float32', 'bfloat16') to jnp dtypes."""
+    return jnp.dtype(name) if isinstance(name, str) else name

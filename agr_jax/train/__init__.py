@@ -1,0 +1,1 @@
+"""Training library; `python -m agr_jax.train` runs `__main__.py` (flags only)."""

@@ -1,0 +1,23 @@
+"""Train a model: `python -m agr_jax.train --config configs/quickstart.py --workdir runs/q`.
+
+Any config key can be overridden: `--config.batch_size=32 --config.model.name=ror`.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from agr_jax.train.loop import train_and_evaluate
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, reports).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.INFO)
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,90 @@
+"""From `config.data` to grain datasets: find or build the prepared TFDS set, then pipelines."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+
+from agr_jax.data import pipeline, prepare, synthetic, tfds_builders
+
+log = logging.getLogger(__name__)
+
+
+def _age_range(data: ml_collections.ConfigDict) -> tuple[int, int] | None:
+    lo, hi = int(data.get("min_age", -1)), int(data.get("max_age", -1))
+    if lo < 0 and hi < 0:
+        return None
+    return (max(lo, 0), hi if hi >= 0 else 10_000)
+
+
+def resolve_tfds_dir(config: ml_collections.ConfigDict, workdir: str | Path) -> Path:
+    """Prepared dataset directory; generates the synthetic set and/or prepares it when needed.
+
+    Process 0 does the work; other processes wait for it (multi-host runs share a filesystem).
+    """
+    workdir = Path(workdir)
+    data = config.data
+    out = Path(data.tfds_dir) if data.get("tfds_dir") else workdir / "tfds"
+    if jax.process_index() == 0:
+        source = data.get("dir")
+        if not source:
+            source = workdir / "synthetic_utkface"
+            if not any(source.glob("*.jpg")) if source.exists() else True:
+                log.info("data.dir unset: generating %d synthetic faces in %s", data.synthetic_num, source)
+                synthetic.generate(source, num=int(data.synthetic_num), seed=int(data.split_seed))
+        report = prepare.prepare(
+            source,
+            out,
+            seed=int(data.split_seed),
+            ratios=tuple(data.split_ratios),
+            age_range=_age_range(data),
+        )
+        log.info("dataset ready in %s: %s", out, report)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("agr_jax.prepare")
+    return out
+
+
+def make_train_iterator(
+    config: ml_collections.ConfigDict, source: Any, local_batch_size: int
+) -> Any:
+    ds = pipeline.make_dataset(
+        source,
+        image_size=int(config.data.image_size),
+        batch_size=local_batch_size,
+        train=True,
+        seed=int(config.seed),
+        augment=dict(config.data.augment),
+        shard_index=jax.process_index(),
+        shard_count=jax.process_count(),
+        worker_count=int(config.data.worker_count),
+    )
+    return iter(ds)
+
+
+def make_eval_batches(
+    config: ml_collections.ConfigDict, source: Any, with_metadata: bool = False
+) -> Any:
+    """One pass over `source` in eval batches (no augmentation, partial last batch kept)."""
+    return pipeline.make_dataset(
+        source,
+        image_size=int(config.data.image_size),
+        batch_size=int(config.eval_batch_size),
+        train=False,
+        seed=int(config.seed),
+        augment=None,
+        num_epochs=1,
+        drop_remainder=False,
+        worker_count=int(config.data.worker_count),
+        **({"with_metadata": True} if with_metadata else {}),
+    )
+
+
+def load_split(tfds_dir: str | Path, split: str) -> Any:
+    return tfds_builders.load_split(tfds_dir, split)

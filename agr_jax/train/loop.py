@@ -1,0 +1,165 @@
+"""The training loop: data, model, state, restore, steps, validation, checkpoints, logs.
+
+Sections follow DESIGN.md: input -> model -> state (+ restore) -> compiled steps -> loop.
+The step is dispatched before the previous step's metrics are fetched (one step late), so
+the host never blocks the device between steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+from tqdm import tqdm
+
+from agr_jax import configuration, evaluation, metrics, models, tasks
+from agr_jax.data import tfds_builders
+from agr_jax.train import input as input_lib
+from agr_jax.train.checkpoint import Checkpoints
+from agr_jax.train.metric_writer import MetricWriter
+from agr_jax.train.optim import make_optimizer
+from agr_jax.train.prefetch import DevicePrefetcher
+from agr_jax.train.state import TrainState, count_params, create_train_state
+from agr_jax.train.step import make_eval_step, make_train_step
+
+log = logging.getLogger(__name__)
+
+
+def build_model_and_spec(config: ml_collections.ConfigDict, tfds_dir: str | Path):
+    """Task spec from the dataset's metadata, then the model with matching head widths."""
+    info = tfds_builders.dataset_info(tfds_dir)
+    spec = tasks.TaskSpec.from_config(config.tasks, num_races=int(info.get("num_races", 5)))
+    model = models.build_from_config(
+        config.model, spec.output_sizes(), dtype=config.dtype, param_dtype=config.param_dtype
+    )
+    return model, spec
+
+
+def plan_steps(config: ml_collections.ConfigDict, num_train: int) -> tuple[int, int]:
+    """(steps_per_epoch, total_steps); total_steps > 0 in the config overrides epochs."""
+    steps_per_epoch = num_train // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"config.batch_size: {config.batch_size} is larger than the training split "
+            f"({num_train} examples)"
+        )
+    total = config.total_steps if config.total_steps > 0 else config.num_epochs * steps_per_epoch
+    return steps_per_epoch, int(total)
+
+
+def _host_scalars(tree: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in jax.device_get(tree).items()}
+
+
+def validate_split(
+    config: ml_collections.ConfigDict, eval_step: Any, state: TrainState, source: Any
+) -> dict[str, float]:
+    result = evaluation.predict(
+        eval_step, state, input_lib.make_eval_batches(config, source), config.eval_batch_size
+    )
+    return metrics.summary(result)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
+    """Train `config` in `workdir` (resuming from its latest checkpoint); return val metrics."""
+    workdir = Path(workdir)
+    configuration.validate(config)
+    is_main = jax.process_index() == 0
+    if is_main:
+        configuration.save(config, workdir)
+
+    # Input.
+    tfds_dir = input_lib.resolve_tfds_dir(config, workdir)
+    train_source = input_lib.load_split(tfds_dir, "train")
+    val_source = input_lib.load_split(tfds_dir, "validation")
+    steps_per_epoch, total_steps = plan_steps(config, len(train_source))
+    local_batch = config.batch_size // jax.process_count()
+
+    # Model and state.
+    model, spec = build_model_and_spec(config, tfds_dir)
+    tx = make_optimizer(config.optimizer, total_steps)
+    size = int(config.data.image_size)
+    state = create_train_state(model, tx, (size, size, 3), int(config.seed))
+    log.info("model %s: %s parameters", config.model.name, f"{count_params(state.params):,}")
+
+    train_iter = DevicePrefetcher(
+        input_lib.make_train_iterator(config, train_source, local_batch),
+        put=jax.device_put,
+        size=int(config.get("prefetch", 2)),
+    )
+    ckpt = Checkpoints(workdir)
+    restored = ckpt.restore_latest(state, train_iter)
+    if restored is not None:
+        state, meta = restored
+        log.info("resumed from step %d (%s)", int(state.step), meta)
+
+    # Compiled steps.
+    train_step = jax.jit(make_train_step(model, tx, spec), donate_argnums=0)
+    eval_step = jax.jit(make_eval_step(model, spec))
+
+    writer = MetricWriter(workdir, enabled=is_main)
+    step = int(state.step)
+    ckpt_every = int(config.get("checkpoint_every_steps", 0)) or steps_per_epoch
+    val_metrics: dict[str, float] = {}
+    pending = None
+    bar = tqdm(total=total_steps, initial=step, disable=not is_main, unit="step", smoothing=0.1)
+    logger = _TrainLogger(writer, bar, config.batch_size, config.log_every_steps, step)
+    try:
+        while step < total_steps:
+            batch = next(train_iter)
+            state, step_metrics = train_step(state, batch)
+            step += 1
+            if pending is not None:  # metrics one step late: never wait on the step just sent
+                logger(*pending)
+            pending = (step, step_metrics)
+            end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
+            if end_of_epoch:
+                logger(*pending, force=True)
+                pending = None
+                val_metrics = validate_split(config, eval_step, state, val_source)
+                writer.write(step, val_metrics, prefix="val/")
+                writer.write(step, {"epoch": step / steps_per_epoch}, prefix="train/")
+                bar.write(_format_val(step, steps_per_epoch, val_metrics))
+                meta = {"step": step, "epoch": step / steps_per_epoch, "val": val_metrics}
+                ckpt.save_best(step, state, {"loss": val_metrics["loss"]}, meta)
+            if end_of_epoch or step % ckpt_every == 0:
+                ckpt.save_latest(step, state, train_iter, {"step": step, "val": val_metrics})
+        bar.update(0)
+    finally:
+        bar.close()
+        ckpt.wait()
+        ckpt.close()
+        writer.close()
+    return val_metrics
+
+
+class _TrainLogger:
+    """Progress bar every step; scalars (with images/s since the last log) every N steps."""
+
+    def __init__(self, writer, bar, batch_size: int, every: int, step: int):
+        self.writer, self.bar, self.batch_size, self.every = writer, bar, batch_size, every
+        self.last_step, self.last_time = step, time.perf_counter()
+
+    def __call__(self, step: int, step_metrics: dict, force: bool = False) -> None:
+        self.bar.update(step - self.bar.n)
+        if (step % self.every and not force) or step == self.last_step:
+            return
+        scalars = _host_scalars(step_metrics)
+        now = time.perf_counter()
+        scalars["images_per_sec"] = (
+            (step - self.last_step) * self.batch_size / max(now - self.last_time, 1e-9)
+        )
+        self.last_step, self.last_time = step, now
+        self.writer.write(step, scalars, prefix="train/")
+        self.bar.set_postfix(loss=f"{scalars['loss']:.4f}", img_s=f"{scalars['images_per_sec']:.0f}")
+
+
+def _format_val(step: int, steps_per_epoch: int, m: dict[str, float]) -> str:
+    return (
+        f"epoch {step / steps_per_epoch:.2f} step {step}: val loss {m['loss']:.4f} "
+        f"age MAE {m['age_mae']:.2f} gender acc {m['gender_acc']:.4f} race acc {m['race_acc']:.4f}"
+    )

@@ -1,0 +1,44 @@
+"""Training state: one pytree holding everything a resume needs (besides the data iterator)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jnp.ndarray
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jnp.ndarray  # raw uint32 key data, so checkpoints hold plain arrays
+
+
+def create_train_state(
+    model: Any,
+    tx: optax.GradientTransformation,
+    image_shape: tuple[int, int, int],
+    seed: int,
+) -> TrainState:
+    """Initialise params, BN statistics and optimiser state deterministically from `seed`."""
+    init_key, dropout_key = jax.random.split(jax.random.key(seed))
+    variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, *image_shape)), train=False))(
+        init_key
+    )
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=tx.init(params),
+        rng=jax.random.key_data(dropout_key),
+    )
+
+
+def count_params(params: Any) -> int:
+    return int(sum(x.size for x in jax.tree.leaves(params)))
