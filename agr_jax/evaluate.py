@@ -2,6 +2,7 @@
 
 from absl import app, flags, logging
 
+from agr_jax.cli import setup_logging
 from agr_jax.evaluation import evaluate_workdir, format_table
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory.")
@@ -13,7 +14,7 @@ flags.mark_flag_as_required("workdir")
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)
+    setup_logging(logging.WARNING)
     report = evaluate_workdir(_WORKDIR.value, _SPLIT.value, _DATA_DIR.value, _CHECKPOINT.value)
     for skipped in report["skipped"]:
         print(f"skipped {skipped['file_name']}: {skipped['reason']}")

@@ -1,8 +1,8 @@
 """grain input pipeline: random-access source -> batches of float32 images and labels.
 
     source -> shard (ds[shard_index::shard_count]) -> shuffle(seed, reshuffled per epoch)
-      -> repeat -> decode + resize (+ augment, train) + normalise   [per record, seeded]
-      -> to_iter_dataset -> mp_prefetch(worker_count) -> batch
+      -> repeat -> decode + resize (+ augment, train) -> uint8     [per record, seeded]
+      -> to_iter_dataset -> mp_prefetch(worker_count) -> batch + normalise to float32
 
 Per-record work happens before ``mp_prefetch`` and batching after it, so with several
 workers no records are dropped (google/grain#1129) and the batch order does not depend on
@@ -93,41 +93,27 @@ def augment_image(img: np.ndarray, rng: np.random.Generator, aug: Mapping) -> np
 
 
 class ProcessRecord(grain.transforms.RandomMap):
-    """Decode, resize, augment (train), normalise one record dict. Picklable for workers."""
+    """Decode, resize, augment (train) one record dict -> uint8 image. Picklable."""
 
-    def __init__(
-        self,
-        image_size: int,
-        train: bool,
-        augment: Mapping | None,
-        normalize: tuple | None,
-        with_metadata: bool,
-    ):
+    def __init__(self, image_size: int, train: bool, augment: Mapping | None,
+                 with_metadata: bool):
         self.image_size = int(image_size)
         self.train = bool(train)
         self.augment = _validate_augment(augment)
         self.with_metadata = with_metadata
-        if normalize is None:
-            self.mean, self.std = None, None
-        else:
-            mean, std = normalize
-            self.mean = np.asarray(mean, np.float32).reshape(1, 1, -1)
-            self.std = np.asarray(std, np.float32).reshape(1, 1, -1)
-            if np.any(self.std <= 0):
-                raise ValueError(f"normalize std must be positive: {std}")
 
     def random_map(self, element: dict, rng: np.random.Generator) -> dict:
         img = decode_image(element["image"], self.image_size)
         if self.train:
             img = augment_image(img, rng, self.augment)
-        x = img.astype(np.float32) * np.float32(1.0 / 255.0)
-        if self.train and self.augment["noise_std"] > 0:
-            noise = rng.standard_normal(x.shape, dtype=np.float32)
-            x = np.clip(x + np.float32(self.augment["noise_std"]) * noise, 0.0, 1.0)
-        if self.mean is not None:
-            x = (x - self.mean) / self.std
+            if self.augment["noise_std"] > 0:
+                # Noise in [0, 1] units, applied on the 0-255 grid (quantised to 1/255):
+                # records stay uint8 through mp_prefetch (4x less IPC than float32).
+                noise = rng.standard_normal(img.shape, dtype=np.float32)
+                noisy = img + np.float32(self.augment["noise_std"] * 255.0) * noise
+                img = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
         out = {
-            "image": x,
+            "image": np.ascontiguousarray(img),
             "age": np.float32(element["age"]),
             "gender": np.int32(element["gender"]),
             "race": np.int32(element["race"]),
@@ -135,6 +121,32 @@ class ProcessRecord(grain.transforms.RandomMap):
         if self.with_metadata:
             out["file_name"] = np.asarray(str(element["file_name"]))
         return out
+
+
+class BatchAndNormalize:
+    """Stacks records and turns uint8 images into normalised float32 (vectorised)."""
+
+    def __init__(self, normalize: tuple | None):
+        if normalize is None:
+            self.scale, self.offset = None, None
+            return
+        mean, std = (np.asarray(v, np.float32).reshape(1, 1, 1, -1) for v in normalize)
+        if np.any(std <= 0):
+            raise ValueError(f"normalize std must be positive: {normalize[1]}")
+        # (x / 255 - mean) / std == x * scale + offset
+        self.scale = (1.0 / (255.0 * std)).astype(np.float32)
+        self.offset = (-mean / std).astype(np.float32)
+
+    def __call__(self, records) -> dict:
+        batch = {key: np.stack([r[key] for r in records]) for key in records[0]}
+        image = batch["image"].astype(np.float32)
+        if self.scale is None:
+            image *= np.float32(1.0 / 255.0)
+        else:
+            image *= self.scale
+            image += self.offset
+        batch["image"] = image
+        return batch
 
 
 def make_dataset(
@@ -195,7 +207,8 @@ def make_dataset(
         ds = ds.shuffle(seed=seed).repeat(num_epochs)
     elif num_epochs not in (None, 1):
         ds = ds.repeat(num_epochs)
-    process = ProcessRecord(image_size, train, augment, normalize, with_metadata)
+    process = ProcessRecord(image_size, train, augment, with_metadata)
+    batch_fn = BatchAndNormalize(normalize)
     ds = ds.random_map(process, seed=seed)
     it = ds.to_iter_dataset(
         grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=4 * batch_size)
@@ -209,4 +222,4 @@ def make_dataset(
                 num_workers=worker_count, per_worker_buffer_size=worker_buffer_size
             )
         )
-    return it.batch(batch_size, drop_remainder=drop_remainder)
+    return it.batch(batch_size, drop_remainder=drop_remainder, batch_fn=batch_fn)

@@ -3,9 +3,10 @@
 Any config key can be overridden: `--config.batch_size=32 --config.model.name=ror`.
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
+from agr_jax.cli import setup_logging
 from agr_jax.train.loop import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.")
@@ -15,7 +16,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.INFO)
+    setup_logging()
     train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

@@ -106,7 +106,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     ckpt_every = int(config.get("checkpoint_every_steps", 0)) or steps_per_epoch
     val_metrics: dict[str, float] = {}
     pending = None
-    bar = tqdm(total=total_steps, initial=step, disable=not is_main, unit="step", smoothing=0.1)
+    bar = tqdm(total=total_steps, initial=step, disable=not is_main, unit="step", mininterval=2.0)
     logger = _TrainLogger(writer, bar, config.batch_size, config.log_every_steps, step)
     try:
         while step < total_steps:
