@@ -24,12 +24,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(config.batch_size > 0, "batch_size", "a positive global batch size")
     require(config.eval_batch_size > 0, "eval_batch_size", "a positive batch size")
     require(config.data.image_size >= 16, "data.image_size", "at least 16 pixels")
-    require(config.num_epochs > 0 or config.total_steps > 0, "num_epochs", "> 0 (or total_steps > 0)")
+    require(
+        config.num_epochs > 0 or config.total_steps > 0, "num_epochs", "> 0 (or total_steps > 0)"
+    )
     require(config.dtype in DTYPES, "dtype", f"one of {DTYPES}")
     require(config.param_dtype in DTYPES, "param_dtype", f"one of {DTYPES}")
-    require(config.optimizer.name in optim.OPTIMIZERS, "optimizer.name", f"one of {optim.OPTIMIZERS}")
     require(
-        config.optimizer.schedule in optim.SCHEDULES, "optimizer.schedule", f"one of {optim.SCHEDULES}"
+        config.optimizer.name in optim.OPTIMIZERS, "optimizer.name", f"one of {optim.OPTIMIZERS}"
+    )
+    require(
+        config.optimizer.schedule in optim.SCHEDULES,
+        "optimizer.schedule",
+        f"one of {optim.SCHEDULES}",
     )
     require(config.optimizer.learning_rate > 0, "optimizer.learning_rate", "> 0")
     require(config.get("parallel", "none") in PARALLEL, "parallel", f"one of {PARALLEL}")
@@ -59,6 +65,7 @@ def load(workdir: str | Path) -> ml_collections.ConfigDict:
     path = Path(workdir) / CONFIG_FILE
     if not path.exists():
         raise FileNotFoundError(
-            f"{path}: not a training workdir (no {CONFIG_FILE}); pass the --workdir of a training run"
+            f"{path}: not a training workdir (no {CONFIG_FILE}); "
+            "pass the --workdir of a training run"
         )
     return ml_collections.ConfigDict(json.loads(path.read_text()))

@@ -21,8 +21,10 @@ def main(argv):
     cols = ("n", "age_mae", "baseline_age_mae", "age_cs5", "gender_acc", "race_acc")
     name = report["source"].rsplit(":", 1)[-1] if _DATA_DIR.value is None else "folder"
     print(format_table({name: {c: report[c] for c in cols}}))
-    print(f"(checkpoint: {report['checkpoint']} at step {report['checkpoint_step']}; "
-          f"report: {report['report_path']})")
+    print(
+        f"(checkpoint: {report['checkpoint']} at step {report['checkpoint_step']}; "
+        f"report: {report['report_path']})"
+    )
 
 
 if __name__ == "__main__":

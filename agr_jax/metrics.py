@@ -6,12 +6,18 @@ import numpy as np
 
 
 def mae(pred: np.ndarray, true: np.ndarray) -> float:
-    return float(np.mean(np.abs(np.asarray(pred, np.float64) - true))) if len(true) else float("nan")
+    return (
+        float(np.mean(np.abs(np.asarray(pred, np.float64) - true))) if len(true) else float("nan")
+    )
 
 
 def cumulative_score(pred: np.ndarray, true: np.ndarray, k: float = 5.0) -> float:
     """CS@k: share of predictions within k years."""
-    return float(np.mean(np.abs(np.asarray(pred, np.float64) - true) <= k)) if len(true) else float("nan")
+    return (
+        float(np.mean(np.abs(np.asarray(pred, np.float64) - true) <= k))
+        if len(true)
+        else float("nan")
+    )
 
 
 def accuracy(pred: np.ndarray, true: np.ndarray) -> float:

@@ -18,7 +18,11 @@ def test_contract_outputs_and_features():
     x = jnp.zeros((2, 32, 32, 3))
     variables = model.init(jax.random.key(0), x, train=False)
     (logits, features) = model.apply(variables, x, train=False)
-    assert {k: v.shape for k, v in logits.items()} == {"age": (2, 1), "gender": (2, 2), "race": (2, 5)}
+    assert {k: v.shape for k, v in logits.items()} == {
+        "age": (2, 1),
+        "gender": (2, 2),
+        "race": (2, 5),
+    }
     assert features["pre_logits"].shape == (2, 4 * 2 * 4)
     assert all(v.dtype == jnp.float32 for v in logits.values())
 

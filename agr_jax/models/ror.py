@@ -77,9 +77,9 @@ class RoR(nn.Module):
                     norm=norm,
                     name=f"stage{i + 1}_block{j + 1}",
                 )(x)
-            x = x + conv(
-                x.shape[-1], (1, 1), strides=stage_stride, name=f"stage{i + 1}_shortcut"
-            )(stage_input)
+            x = x + conv(x.shape[-1], (1, 1), strides=stage_stride, name=f"stage{i + 1}_shortcut")(
+                stage_input
+            )
         x = x + conv(x.shape[-1], (1, 1), strides=total_stride, name="network_shortcut")(
             network_input
         )

@@ -33,8 +33,12 @@ def resolve_tfds_dir(config: ml_collections.ConfigDict, workdir: str | Path) -> 
         source = data.get("dir")
         if not source:
             source = workdir / "synthetic_utkface"
-            if not any(source.glob("*.jpg")) if source.exists() else True:
-                log.info("data.dir unset: generating %d synthetic faces in %s", data.synthetic_num, source)
+            if not (source.exists() and any(source.glob("*.jpg"))):
+                log.info(
+                    "data.dir unset: generating %d synthetic faces in %s",
+                    data.synthetic_num,
+                    source,
+                )
                 synthetic.generate(source, num=int(data.synthetic_num), seed=int(data.split_seed))
         report = prepare.prepare(
             source,

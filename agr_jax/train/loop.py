@@ -155,7 +155,9 @@ class _TrainLogger:
         )
         self.last_step, self.last_time = step, now
         self.writer.write(step, scalars, prefix="train/")
-        self.bar.set_postfix(loss=f"{scalars['loss']:.4f}", img_s=f"{scalars['images_per_sec']:.0f}")
+        self.bar.set_postfix(
+            loss=f"{scalars['loss']:.4f}", img_s=f"{scalars['images_per_sec']:.0f}"
+        )
 
 
 def _format_val(step: int, steps_per_epoch: int, m: dict[str, float]) -> str:

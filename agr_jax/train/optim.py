@@ -21,7 +21,9 @@ def make_schedule(cfg: Mapping[str, Any], total_steps: int) -> optax.Schedule:
     if warmup and warmup >= total_steps // 2:
         logging.warning(
             "optimizer.warmup_steps=%d is over half of the %d total steps; using %d",
-            warmup, total_steps, total_steps // 2,
+            warmup,
+            total_steps,
+            total_steps // 2,
         )
         warmup = total_steps // 2
     if name == "constant":
