@@ -21,3 +21,37 @@ def synthetic_tfds(synthetic_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("synthetic_tfds")
     prepare.prepare(synthetic_dir, out, seed=0)
     return out
+
+
+def make_tiny_config(**overrides):
+    """The quickstart config shrunk for tests: width-4 RoR, 32px, 240 synthetic faces."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "quickstart.py"
+    spec = importlib.util.spec_from_file_location("quickstart_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config()
+    c.data.synthetic_num = 240
+    c.data.image_size = 32
+    c.model.width = 4
+    c.model.stage_sizes = (1, 1)
+    c.model.head_hidden = (16,)
+    c.batch_size = 32
+    c.eval_batch_size = 64
+    c.num_epochs = 2
+    c.log_every_steps = 2
+    c.optimizer.warmup_steps = 0
+    for dotted, value in overrides.items():
+        node = c
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+@pytest.fixture
+def tiny_config():
+    return make_tiny_config

@@ -90,18 +90,24 @@ class Checkpoints:
         self.best.close()
 
 
-def restore_for_inference(
-    workdir: str | Path, state: Any, which: str = "best", best_metric: str = "loss"
-) -> tuple[Any, dict]:
-    """Restore `state` from the best (or latest) checkpoint of `workdir`, with its metadata."""
+def require_checkpoint_dir(workdir: str | Path, which: str = "best") -> Path:
+    """The checkpoint directory of `workdir`, or a clear error saying there is none."""
     if which not in ("best", "latest"):
         raise ValueError(f"checkpoint: expected 'best' or 'latest', got {which!r}")
     directory = Path(workdir).absolute() / (BEST_DIR if which == "best" else LATEST_DIR)
-    if not directory.is_dir():
+    if not directory.is_dir() or not any(p.name.isdigit() for p in directory.iterdir()):
         raise FileNotFoundError(
             f"{directory}: no checkpoints in this workdir; train first with "
             f"`python -m agr_jax.train --config ... --workdir {workdir}`"
         )
+    return directory
+
+
+def restore_for_inference(
+    workdir: str | Path, state: Any, which: str = "best", best_metric: str = "loss"
+) -> tuple[Any, dict]:
+    """Restore `state` from the best (or latest) checkpoint of `workdir`, with its metadata."""
+    directory = require_checkpoint_dir(workdir, which)
     options = _best_options(best_metric) if which == "best" else None
     mngr = ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
     step = mngr.best_step() if which == "best" else mngr.latest_step()
