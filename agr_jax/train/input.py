@@ -47,7 +47,8 @@ def resolve_tfds_dir(config: ml_collections.ConfigDict, workdir: str | Path) -> 
             ratios=tuple(data.split_ratios),
             age_range=_age_range(data),
         )
-        log.info("dataset ready in %s: %s", out, report)
+        # A fresh build lists every rejected file; a reused one just summarises.
+        log.info("dataset %s:\n%s", out, report.summary() if report.reused else report.format())
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
