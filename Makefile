@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(PY) -m agr_jax.evaluate --workdir $(WORKDIR) --split test
 
 test: $(STAMP)
-	$(PY) -m ruff check agr_jax tests configs benchmarks
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)
