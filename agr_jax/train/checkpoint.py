@@ -73,7 +73,8 @@ def mismatches(saved: Any, template: Any) -> list[str]:
     """Human-readable differences in params/batch_stats between a checkpoint and a template."""
     have, want = _model_leaves(saved), _model_leaves(template)
     lines = []
-    for path in sorted(have.keys() | want.keys()):
+    order = lambda path: (MODEL_COLLECTIONS.index(path.split("/", 1)[0]), path)  # params first
+    for path in sorted(have.keys() | want.keys(), key=order):
         if path not in have:
             lines.append(f"  {path}: missing in checkpoint (model expects {want[path][0]})")
         elif path not in want:
@@ -206,6 +207,15 @@ def _open(workdir: str | Path, which: str, best_metric: str = "loss") -> ocp.Che
     return mngr
 
 
+def require_checkpoint(workdir: str | Path, which: str = "best") -> int:
+    """The step of the `which` checkpoint; FileNotFoundError saying why when there is none."""
+    mngr = _open(workdir, which)
+    try:
+        return _step_of(mngr, which)
+    finally:
+        mngr.close()
+
+
 def _step_of(mngr: ocp.CheckpointManager, which: str) -> int:
     step = mngr.best_step() if which == "best" else mngr.latest_step()
     return mngr.latest_step() if step is None else step
@@ -252,7 +262,7 @@ def describe(workdir: str | Path, which: str = "latest") -> dict[str, Any]:
     info: dict[str, Any] = {
         "workdir": str(workdir),
         "checkpoint": which,
-        "step": int(np.asarray(state["step"])),
+        "step": int(step),
         "param_count": int(sum(np.size(x) for x in jax.tree.leaves(state["params"]))),
         "params_sha256": tree_sha256(state["params"]),
         "state_sha256": tree_sha256(state),

@@ -35,7 +35,13 @@ log = logging.getLogger(__name__)
 def build_model_and_spec(config: ml_collections.ConfigDict, tfds_dir: str | Path):
     """Task spec from the dataset's metadata, then the model with matching head widths."""
     info = tfds_builders.dataset_info(tfds_dir)
-    spec = tasks.TaskSpec.from_config(config.tasks, num_races=int(info.get("num_races", 5)))
+    num_races = int(info.get("num_races", 5))
+    if config.tasks.get("num_races") and config.tasks.num_races != num_races:
+        raise ValueError(
+            f"config.tasks.num_races: {config.tasks.num_races}, but the dataset in {tfds_dir} "
+            f"labels {num_races} race classes"
+        )
+    spec = tasks.TaskSpec.from_config(config.tasks, num_races=num_races)
     model = models.build_from_config(
         config.model, spec.output_sizes(), dtype=config.dtype, param_dtype=config.param_dtype
     )
