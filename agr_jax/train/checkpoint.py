@@ -241,12 +241,9 @@ def restore_for_inference(
     return restored["state"], restored["meta"]
 
 
-def describe(workdir: str | Path, which: str = "latest") -> dict[str, Any]:
-    """Facts about a workdir's checkpoint, restored as host arrays (no model needed).
-
-    `params_sha256` is `tree_sha256(params)`: equal digests mean bit-identical parameters.
-    """
-    workdir = Path(workdir)
+def restore_raw(workdir: str | Path, which: str = "latest") -> tuple[dict, dict]:
+    """(state as a dict of arrays, meta) as saved, without a model; meta gains
+    `checkpoint_step`."""
     mngr = _open(workdir, which)
     try:
         step = _step_of(mngr, which)
@@ -258,11 +255,20 @@ def describe(workdir: str | Path, which: str = "latest") -> dict[str, Any]:
         )
     finally:
         mngr.close()
-    state, meta = restored["state"], restored["meta"] or {}
+    return restored["state"], {**(restored["meta"] or {}), "checkpoint_step": int(step)}
+
+
+def describe(workdir: str | Path, which: str = "latest") -> dict[str, Any]:
+    """Facts about a workdir's checkpoint, restored as host arrays (no model needed).
+
+    `params_sha256` is `tree_sha256(params)`: equal digests mean bit-identical parameters.
+    """
+    workdir = Path(workdir)
+    state, meta = restore_raw(workdir, which)
     info: dict[str, Any] = {
         "workdir": str(workdir),
         "checkpoint": which,
-        "step": int(step),
+        "step": int(meta["checkpoint_step"]),
         "param_count": int(sum(np.size(x) for x in jax.tree.leaves(state["params"]))),
         "params_sha256": tree_sha256(state["params"]),
         "state_sha256": tree_sha256(state),
