@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import json
 import runpy
 from collections.abc import Mapping
@@ -90,10 +91,19 @@ def _leaves(tree: Mapping, prefix: str = "") -> dict[str, Any]:
 
 
 def _model_keys(model_name: str) -> set[str] | None:
+    """Keys `model.*` may hold for this backbone; None when that cannot be told (unknown
+    backbone: `model.name` is reported instead; a constructor taking **kwargs)."""
     backbone = models.BACKBONES.get(model_name)
-    if backbone is None or not dataclasses.is_dataclass(backbone):
+    if backbone is None:
         return None
-    fields = {f.name for f in dataclasses.fields(backbone)} - _BACKBONE_FIXED
+    if dataclasses.is_dataclass(backbone):
+        fields = {f.name for f in dataclasses.fields(backbone)}
+    else:
+        params = inspect.signature(backbone).parameters.values()
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return None
+        fields = {p.name for p in params}
+    fields -= _BACKBONE_FIXED
     return {"model.name", *(f"model.{k}" for k in (*models.HEAD_KEYS, *fields))}
 
 
@@ -104,8 +114,8 @@ def check_keys_and_types(config: Mapping[str, Any], source: str = "config") -> N
     leaves = _leaves(config.to_dict() if hasattr(config, "to_dict") else dict(config))
     model_keys = _model_keys(str(leaves.get("model.name")))
     for key, value in leaves.items():
-        if key.startswith("model.") and model_keys is not None:
-            if key not in model_keys:
+        if key.startswith("model."):
+            if model_keys is not None and key not in model_keys:
                 raise ValueError(
                     f"{source}: unknown key {key!r} for backbone {leaves['model.name']!r}; "
                     f"expected one of {sorted(model_keys)}"
@@ -118,6 +128,8 @@ def check_keys_and_types(config: Mapping[str, Any], source: str = "config") -> N
             raise ValueError(
                 f"{source}: unknown key {key!r} (a typo?); known keys here: {siblings}"
             )
+        if key.startswith("model.") and key[6:] not in ("name", *models.HEAD_KEYS):
+            continue  # backbone options: types vary by backbone (int width, float multiplier)
         if key in known and not _type_ok(value, known[key]):
             names = " or ".join(t.__name__ for t in known[key])
             raise ValueError(

@@ -73,7 +73,7 @@ def test_optional_and_backbone_keys_are_accepted():
         ("optimizer.learning_rate", "3e-3"),
         ("data.split_ratios", "0.8,0.1,0.1"),
         ("data.dir", 5),
-        ("model.stage_sizes", 2),
+        ("model.head_hidden", 128),
         ("data.augment", "flip"),
         ("skip_nonfinite", "yes"),
     ],
@@ -176,3 +176,20 @@ def test_training_fails_before_any_compilation(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="config.tasks.num_races"):
         loop.train_and_evaluate(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()  # nothing written either
+
+
+def test_model_keys_follow_the_chosen_backbone(monkeypatch):
+    from agr_jax import models
+
+    def function_backbone(*, depth: int = 2, dtype=None, param_dtype=None, bn_axis_name=None):
+        raise NotImplementedError
+
+    monkeypatch.setitem(models.BACKBONES, "fn", function_backbone)
+    config = base()
+    config.model = {"name": "fn", "depth": 3, "head_hidden": (8,)}
+    configuration.validate(config)
+    config.model.width = 4
+    with pytest.raises(ValueError, match=r"unknown key 'model.width' for backbone 'fn'"):
+        configuration.validate(config)
+    monkeypatch.setitem(models.BACKBONES, "fn", lambda **options: None)
+    configuration.validate(config)  # a **kwargs constructor checks its own options
