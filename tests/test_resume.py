@@ -1,9 +1,10 @@
 """Crash safety end to end: SIGKILL a training subprocess, restart it, compare the weights.
 
-A tiny RoR on 300 synthetic 16px faces (42 steps, a checkpoint every 4). One uninterrupted
-reference run is shared; every killed-and-restarted run must end with bit-identical
-parameters (and optimiser state, BN statistics, RNG). Kills come from `AGR_JAX_FAULT`
-(train/faults.py): a real SIGKILL of the training process at a chosen point.
+A tiny RoR (with dropout and augmentation) on 300 synthetic 16px faces (45 steps, a
+checkpoint every 4). One uninterrupted reference run is shared; every killed-and-restarted
+run must end with bit-identical parameters (and optimiser state, BN statistics, RNG).
+Kills come from `AGR_JAX_FAULT` (train/faults.py): a real SIGKILL of the training process
+at a chosen point.
 """
 
 import json
@@ -26,6 +27,7 @@ OVERRIDES = [
     "--config.model.width=4",
     "--config.model.stage_sizes=(1,1)",
     "--config.model.head_hidden=(16,)",
+    "--config.model.dropout=0.2",  # so the per-step dropout RNG matters
     "--config.batch_size=16",
     "--config.eval_batch_size=64",
     f"--config.num_epochs={EPOCHS}",
