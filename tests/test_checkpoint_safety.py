@@ -177,3 +177,16 @@ def test_evaluate_a_folder_that_is_not_a_workdir(tmp_path):
 def test_best_metric_is_read_from_json(saved):
     root, _ = saved
     assert json.loads(json.dumps(checkpoint.describe(root, "best")))["step"] == 3
+
+
+def test_fault_hook_is_inert_unless_asked(monkeypatch):
+    from agr_jax.train import faults
+
+    monkeypatch.delenv(faults.ENV, raising=False)
+    faults.maybe_kill("step", 3)  # no variable: nothing happens
+    monkeypatch.setenv(faults.ENV, "save:4")
+    faults.maybe_kill("step", 4)  # another point or step: nothing happens
+    faults.maybe_kill("save", 5)
+    monkeypatch.setenv(faults.ENV, "explode:4")
+    with pytest.raises(ValueError, match="AGR_JAX_FAULT='explode:4'"):
+        faults.maybe_kill("step", 4)
