@@ -62,7 +62,12 @@ def schema() -> dict[str, tuple[type, ...]]:
                 out[prefix + key] = _accepted(kind)
         return out
 
-    return {**walk(runpy.run_path(str(SCHEMA_CONFIG))["get_config"](), ""), **OPTIONAL_KEYS}
+    return {**walk(base_config(), ""), **OPTIONAL_KEYS}
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """A fresh copy of the reference (base) config the schema is read from."""
+    return runpy.run_path(str(SCHEMA_CONFIG))["get_config"]()
 
 
 def _accepted(kind: type) -> tuple[type, ...]:

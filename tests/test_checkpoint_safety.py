@@ -47,6 +47,19 @@ def test_different_config_is_refused_and_names_the_keys(tmp_path):
     assert (tmp_path / "checkpoints").is_dir()
 
 
+def test_run_started_before_a_new_base_key_still_resumes(tmp_path):
+    path = configuration.save(base(), tmp_path)
+    values = json.loads(path.read_text())
+    del values["skip_nonfinite"]  # written by a version without this key
+    path.write_text(json.dumps(values))
+    workdir.prepare(base(), tmp_path, overwrite=False)  # same command: accepted
+    changed = base()
+    changed.skip_nonfinite = True
+    path.write_text(json.dumps(values))
+    with pytest.raises(workdir.WorkdirConflict, match="skip_nonfinite: False -> True"):
+        workdir.prepare(changed, tmp_path, overwrite=False)
+
+
 def test_overwrite_discards_the_run_but_keeps_data_caches(tmp_path):
     workdir.prepare(base(), tmp_path, overwrite=False)
     for name in ("checkpoints/4", "best/4", "tensorboard", "eval", "tfds/utk_face",

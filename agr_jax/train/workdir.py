@@ -36,9 +36,14 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: tree}
 
 
-def config_differences(saved: dict, new: dict) -> list[str]:
-    """`key: saved -> new` lines for every leaf that differs (missing shown as <unset>)."""
-    a, b = _flat(saved), _flat(new)
+def config_differences(saved: dict, new: dict, defaults: dict | None = None) -> list[str]:
+    """`key: saved -> new` lines for every leaf that differs (missing shown as <unset>).
+
+    A key the saved config lacks counts as its value in `defaults` (a key added to the base
+    config after that run was started must not make the same command refuse to resume)."""
+    b = _flat(new)
+    filled = {k: v for k, v in _flat(defaults or {}).items() if k in b}
+    a = {**filled, **_flat(saved)}
     return [
         f"{k}: {a.get(k, '<unset>')!r} -> {b.get(k, '<unset>')!r}"
         for k in sorted(a.keys() | b.keys())
@@ -59,7 +64,8 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | Path, overwrite: b
             log.warning("--overwrite: removed %s from %s", ", ".join(removed), workdir)
     elif saved_path.exists():
         new = json.loads(config.to_json_best_effort())
-        diffs = config_differences(json.loads(saved_path.read_text()), new)
+        defaults = json.loads(configuration.base_config().to_json_best_effort())
+        diffs = config_differences(json.loads(saved_path.read_text()), new, defaults)
         if diffs:
             raise WorkdirConflict(
                 f"{saved_path}: this workdir holds a run with a different config:\n  "
