@@ -1,21 +1,157 @@
-"""Config checks and persistence: fail before any compilation, naming the key at fault."""
+"""Config checks and persistence: fail before any compilation, naming the key at fault.
+
+Keys and types are checked against a reference schema, data-driven so that new keys cost
+one line: every key of `configs/quickstart.py` (the base config) with its type, plus
+`OPTIONAL_KEYS` (keys other configs may set), plus the constructor fields of the chosen
+backbone under `model.*`. Subtrees in `OPEN_KEYS` hold user-chosen keys and are not checked.
+A new config key belongs in the base config (with its default) or in `OPTIONAL_KEYS`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import json
+import runpy
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import jax
 import ml_collections
 
 from agr_jax import models
+from agr_jax.data import utkface
 from agr_jax.train import optim
 
 CONFIG_FILE = "config.json"
 DTYPES = ("float32", "bfloat16", "float16")
 PARALLEL = ("none", "shard_map", "pmap")
+SCHEMA_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart.py"
+# Keys the base config does not set but the code reads: dotted key -> accepted types.
+OPTIONAL_KEYS: dict[str, tuple[type, ...]] = {
+    "skip_nonfinite": (bool,),
+    "tasks.age_bins": (list, tuple, type(None)),
+    "tasks.num_races": (int, type(None)),
+    "optimizer.lr_multipliers": (dict, type(None)),
+    "optimizer.nesterov": (bool,),
+    "optimizer.final_lr_fraction": (float, int),
+    "optimizer.pct_start": (float, int),
+    "data.augment.pad_crop": (int,),
+}
+OPEN_KEYS = ("optimizer.lr_multipliers",)
+# Race classes each dataset labels (UTKFace 5; FairFace would be 7).
+DATASET_RACES = {"utkface": len(utkface.RACES)}
+BINNED_AGE_MODES = ("bins", "ordinal")
+_BACKBONE_FIXED = {"dtype", "param_dtype", "bn_axis_name", "parent", "name"}
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
+@functools.cache
+def schema() -> dict[str, tuple[type, ...]]:
+    """Dotted key -> accepted types, from the base config (placeholders keep their type)."""
+
+    def walk(cfg: ml_collections.ConfigDict, prefix: str) -> dict[str, tuple[type, ...]]:
+        out: dict[str, tuple[type, ...]] = {}
+        for key in cfg:
+            kind = cfg.get_ref(key).get_type()
+            if issubclass(kind, ml_collections.ConfigDict):
+                out[prefix + key] = (dict,)
+                out.update(walk(cfg[key], f"{prefix}{key}."))
+            else:
+                out[prefix + key] = _accepted(kind)
+        return out
+
+    return {**walk(base_config(), ""), **OPTIONAL_KEYS}
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """A fresh copy of the reference (base) config the schema is read from."""
+    return runpy.run_path(str(SCHEMA_CONFIG))["get_config"]()
+
+
+def _accepted(kind: type) -> tuple[type, ...]:
+    if kind is float:
+        return (float, int)
+    if kind in (tuple, list):
+        return (tuple, list)
+    return (kind, type(None)) if kind is str else (kind,)
+
+
+def _type_ok(value: Any, accepted: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in accepted:
+        return False  # bool is an int subclass; True is no batch size
+    if isinstance(value, Mapping):
+        return dict in accepted
+    return isinstance(value, accepted)
+
+
+def _leaves(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out[prefix + key] = value
+        if isinstance(value, Mapping) and prefix + key not in OPEN_KEYS:
+            out.update(_leaves(value, f"{prefix}{key}."))
+    return out
+
+
+def _model_keys(model_name: str) -> set[str] | None:
+    """Keys `model.*` may hold for this backbone; None when that cannot be told (unknown
+    backbone: `model.name` is reported instead; a constructor taking **kwargs)."""
+    backbone = models.BACKBONES.get(model_name)
+    if backbone is None:
+        return None
+    if dataclasses.is_dataclass(backbone):
+        fields = {f.name for f in dataclasses.fields(backbone)}
+    else:
+        params = inspect.signature(backbone).parameters.values()
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return None
+        fields = {p.name for p in params}
+    fields -= _BACKBONE_FIXED
+    return {"model.name", *(f"model.{k}" for k in (*models.HEAD_KEYS, *fields))}
+
+
+def check_keys_and_types(config: Mapping[str, Any], source: str = "config") -> None:
+    """Every key known (the base config, `OPTIONAL_KEYS`, the backbone's fields), every
+    value of the expected type. Works on a ConfigDict or a plain dict loaded from JSON."""
+    known = schema()
+    leaves = _leaves(config.to_dict() if hasattr(config, "to_dict") else dict(config))
+    model_keys = _model_keys(str(leaves.get("model.name")))
+    for key, value in leaves.items():
+        if key.startswith("model."):
+            if model_keys is not None and key not in model_keys:
+                raise ValueError(
+                    f"{source}: unknown key {key!r} for backbone {leaves['model.name']!r}; "
+                    f"expected one of {sorted(model_keys)}"
+                )
+        elif key not in known:
+            parent = key.rsplit(".", 1)[0] + "." if "." in key else ""
+            siblings = sorted(
+                k for k in known if k.startswith(parent) and "." not in k[len(parent) :]
+            )
+            raise ValueError(
+                f"{source}: unknown key {key!r} (a typo?); known keys here: {siblings}"
+            )
+        if key.startswith("model.") and key[6:] not in ("name", *models.HEAD_KEYS):
+            continue  # backbone options: types vary by backbone (int width, float multiplier)
+        if key in known and not _type_ok(value, known[key]):
+            names = " or ".join(t.__name__ for t in known[key])
+            raise ValueError(
+                f"{source}.{key}: expected {names}, got {type(value).__name__} {value!r}"
+            )
+
+
+def validate(
+    config: ml_collections.ConfigDict,
+    num_devices: int | None = None,
+    num_processes: int | None = None,
+) -> None:
+    """All checks that need no data and no compilation; raise ValueError naming the key.
+
+    `num_devices`/`num_processes` default to what JAX sees (tests pass other counts)."""
+    check_keys_and_types(config)
+
     def require(ok: bool, key: str, expected: str) -> None:
         if not ok:
             raise ValueError(f"config.{key}: expected {expected}, got {config_get(config, key)!r}")
@@ -45,6 +181,43 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "data.split_ratios",
         "three non-negative fractions (train, validation, test) summing to 1",
     )
+    require(config.checkpoint_every_steps >= 0, "checkpoint_every_steps", ">= 0 (0: each epoch)")
+    require(config.log_every_steps > 0, "log_every_steps", "> 0")
+    lo, hi = int(config.data.min_age), int(config.data.max_age)
+    require(lo < 0 or hi < 0 or lo <= hi, "data.min_age", f"<= data.max_age ({hi})")
+    _check_combinations(config, num_devices, num_processes)
+
+
+def _check_combinations(
+    config: ml_collections.ConfigDict, num_devices: int | None, num_processes: int | None
+) -> None:
+    """Settings that are each valid but impossible together."""
+    processes = jax.process_count() if num_processes is None else num_processes
+    parallel = config.get("parallel", "none")
+    devices = 1
+    if parallel != "none":
+        devices = jax.device_count() if num_devices is None else num_devices
+    splits = ((devices, f"devices (parallel={parallel!r})"), (processes, "processes"))
+    for key in ("batch_size", "eval_batch_size"):
+        for count, what in splits:
+            if config[key] % count:
+                raise ValueError(
+                    f"config.{key}: the global batch {config[key]} is not divisible by the "
+                    f"{count} {what}; use a multiple of {count}"
+                )
+    dataset = config.data.name
+    races = config.tasks.get("num_races")
+    if races and dataset in DATASET_RACES and races != DATASET_RACES[dataset]:
+        raise ValueError(
+            f"config.tasks.num_races: {races} race classes, but data.name={dataset!r} labels "
+            f"{DATASET_RACES[dataset]} ({', '.join(utkface.RACES)})"
+        )
+    mode = config.tasks.get("age_mode", "regression")
+    if mode in BINNED_AGE_MODES and not config.tasks.get("age_bins"):
+        raise ValueError(
+            f"config.tasks.age_bins: tasks.age_mode={mode!r} needs age bin edges in "
+            "tasks.age_bins (e.g. (0, 3, 8, 13, 20, 33, 45, 60, 117)); none set"
+        )
 
 
 def config_get(config: ml_collections.ConfigDict, dotted: str):
@@ -68,4 +241,6 @@ def load(workdir: str | Path) -> ml_collections.ConfigDict:
             f"{path}: not a training workdir (no {CONFIG_FILE}); "
             "pass the --workdir of a training run"
         )
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
+    values = json.loads(path.read_text())
+    check_keys_and_types(values, source=str(path))
+    return ml_collections.ConfigDict(values)

@@ -91,7 +91,7 @@ def evaluate_workdir(
     from agr_jax import configuration
     from agr_jax.data import prepare
     from agr_jax.train import input as input_lib
-    from agr_jax.train.checkpoint import require_checkpoint_dir, restore_for_inference
+    from agr_jax.train.checkpoint import require_checkpoint, restore_for_inference
     from agr_jax.train.loop import build_model_and_spec
     from agr_jax.train.optim import make_optimizer
     from agr_jax.train.state import create_train_state
@@ -99,7 +99,7 @@ def evaluate_workdir(
 
     workdir = Path(workdir)
     config = configuration.load(workdir)
-    require_checkpoint_dir(workdir, which)
+    require_checkpoint(workdir, which)  # say so before building anything
     tfds_dir = Path(config.data.tfds_dir) if config.data.get("tfds_dir") else workdir / "tfds"
     model, spec = build_model_and_spec(config, tfds_dir)
     tx = make_optimizer(config.optimizer, max(int(config.total_steps), 1000))

@@ -61,5 +61,6 @@ def get_config() -> config_dict.ConfigDict:
 
     c.log_every_steps = 20
     c.checkpoint_every_steps = 0  # 0: at the end of every epoch
+    c.skip_nonfinite = False  # True: skip (and count) steps with a NaN/Inf loss or gradient
     c.prefetch = 2
     return c

@@ -299,3 +299,212 @@ def test_real_utkface_malformed_names():
     assert kinds[utkface.BAD_NAME] >= len(REAL_MALFORMED)
     assert len(result.examples) > 18_000
     assert seconds < 20
+
+
+# --------------------------------------------------------------------------- bad input kinds
+
+
+def _noise_jpeg(size: int = 48, seed: int = 0) -> bytes:
+    img = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    return simplejpeg.encode_jpeg(img, quality=90)
+
+
+def _lenient_only_jpeg() -> bytes:
+    """A JPEG with one corrupted byte that PIL still decodes (a damaged picture) but
+    libjpeg-turbo's strict mode rejects: the case a lenient reader would keep."""
+    good = _noise_jpeg()
+    for pos in range(len(good) // 2, len(good) - 4):
+        data = good[:pos] + b"\xff" + good[pos + 1 :]
+        try:
+            simplejpeg.decode_jpeg(data, strict=True)
+        except ValueError as e:
+            if "Corrupt JPEG data" not in str(e):
+                continue
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()  # PIL accepts it
+            return data
+    raise AssertionError("no lenient-only corruption found")
+
+
+def _write(folder: Path, files: dict[str, bytes]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def _png(mode: str, color) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, (12, 12), color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_corrupt_jpeg_is_rejected_not_repaired(tmp_path):
+    name = "30_0_0_20170101000000001.jpg.chip.jpg"
+    result = read_utkface(_write(tmp_path, {name: _lenient_only_jpeg()}))
+    assert not result.examples and not result.converted
+    (reject,) = result.rejects
+    assert reject.file_name == name
+    assert reject.reason.startswith(f"{utkface.UNDECODABLE}: corrupt or truncated JPEG")
+    assert "Corrupt JPEG data" in reject.reason
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("117_0_0_20170101000000001.jpg.chip.jpg", "age 117 outside 0-116"),
+        ("30_2_0_20170101000000002.jpg.chip.jpg", "gender 2 not 0 or 1"),
+        ("30_0_5_20170101000000003.jpg.chip.jpg", "race 5 outside 0-4"),
+    ],
+)
+def test_labels_out_of_range_are_rejected_by_name(tmp_path, name, reason):
+    result = read_utkface(_write(tmp_path, {name: _jpeg()}))
+    assert [(r.file_name, r.reason) for r in result.rejects] == [
+        (name, f"{utkface.BAD_NAME}: {reason}")
+    ]
+
+
+def test_gray_png_and_rgba_png_are_converted(tmp_path):
+    files = {
+        "30_0_0_20170101000000001.jpg.chip.jpg": _png("L", 100),
+        "31_0_0_20170101000000002.jpg.chip.jpg": _png("RGBA", (10, 200, 10, 128)),
+    }
+    result = read_utkface(_write(tmp_path, files))
+    assert dict(result.converted) == {
+        "30_0_0_20170101000000001.jpg.chip.jpg": "PNG L converted to RGB JPEG (quality 95)",
+        "31_0_0_20170101000000002.jpg.chip.jpg": "PNG RGBA converted to RGB JPEG (quality 95)",
+    }
+    assert all(data[:3] == b"\xff\xd8\xff" for _, data in result.examples)
+
+
+def test_kept_gray_and_cmyk_jpegs_decode_to_rgb_in_the_pipeline(tmp_path):
+    from agr_jax.data import pipeline
+
+    buf = io.BytesIO()
+    Image.new("CMYK", (20, 20), (0, 50, 50, 0)).save(buf, format="JPEG")
+    gray = simplejpeg.encode_jpeg(
+        np.full((20, 20, 1), 90, np.uint8), colorspace="GRAY", colorsubsampling="Gray"
+    )
+    result = read_utkface(_write(tmp_path, {
+        "30_0_0_20170101000000001.jpg.chip.jpg": buf.getvalue(),
+        "31_0_0_20170101000000002.jpg.chip.jpg": gray,
+    }))
+    assert len(result.examples) == 2 and not result.converted and not result.rejects
+    for _, data in result.examples:
+        img = pipeline.decode_image(data, 16)
+        assert img.shape == (16, 16, 3) and img.dtype == np.uint8
+    gray_img = pipeline.decode_image(gray, 16)
+    assert np.all(gray_img[..., 0] == gray_img[..., 1])
+
+
+def test_byte_identical_images_same_labels_keep_the_first(tmp_path):
+    data = _jpeg(77)
+    files = {
+        "30_0_0_20170101000000001.jpg.chip.jpg": data,
+        "30_0_0_20170101000000009.jpg.chip.jpg": data,  # same person/labels, another stamp
+        "40_1_1_20170101000000002.jpg.chip.jpg": _jpeg(20),
+    }
+    result = read_utkface(_write(tmp_path, files))
+    assert [lab.file_name for lab in result.labels] == [
+        "30_0_0_20170101000000001.jpg.chip.jpg", "40_1_1_20170101000000002.jpg.chip.jpg"]
+    (reject,) = result.rejects
+    assert reject.file_name == "30_0_0_20170101000000009.jpg.chip.jpg"
+    assert reject.reason.startswith(f"{utkface.DUPLICATE_IMAGE}: same bytes as "
+                                    "'30_0_0_20170101000000001.jpg.chip.jpg' (same labels")
+    assert "1 duplicate image" in result.summary()
+
+
+def test_byte_identical_images_with_conflicting_labels_are_all_rejected(tmp_path):
+    # As in the real crops: 10_0_0_20170110220644705 and 13_0_0_20170110232519225 are one file.
+    data = _jpeg(77)
+    files = {"10_0_0_20170110220644705.jpg.chip.jpg": data,
+             "13_0_0_20170110232519225.jpg.chip.jpg": data,
+             "40_1_1_20170101000000002.jpg.chip.jpg": _jpeg(20)}
+    result = read_utkface(_write(tmp_path, files))
+    assert [lab.age for lab in result.labels] == [40]
+    reasons = {r.file_name: r.reason for r in result.rejects}
+    assert set(reasons) == {"10_0_0_20170110220644705.jpg.chip.jpg",
+                            "13_0_0_20170110232519225.jpg.chip.jpg"}
+    assert all("labels disagree" in r for r in reasons.values())
+    assert "13_0_0_20170110232519225.jpg.chip.jpg" in reasons[
+        "10_0_0_20170110220644705.jpg.chip.jpg"]
+
+
+# --------------------------------------------------------------------------- reader properties
+
+_KINDS = ("jpeg", "truncated", "flipped", "empty", "garbage", "png", "gray_jpeg")
+_SAFE_NAME = st.text(alphabet="0123456789_.jpgchiJPG x-", min_size=1, max_size=40)
+
+
+def _content(kind: str, seed: int, cut: float) -> bytes:
+    good = _noise_jpeg(16, seed)
+    if kind == "jpeg":
+        return good
+    if kind == "truncated":
+        return good[: max(1, int(len(good) * cut)) - 1]
+    if kind == "flipped":
+        pos = 3 + int((len(good) - 3) * cut) % (len(good) - 3)
+        return good[:pos] + bytes([good[pos] ^ 0xA5]) + good[pos + 1 :]
+    if kind == "empty":
+        return b""
+    if kind == "garbage":
+        return np.random.default_rng(seed).bytes(1 + seed % 300)
+    if kind == "png":
+        return _png("RGB", (seed % 256, 3, 4))
+    return simplejpeg.encode_jpeg(np.full((8, 8, 1), seed % 256, np.uint8),
+                                  colorspace="GRAY", colorsubsampling="Gray")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    files=st.lists(
+        st.tuples(
+            st.one_of(
+                st.builds(utkface.format_name, st.integers(0, 130), st.integers(0, 2),
+                          st.integers(0, 5), st.from_regex(r"[0-9]{1,6}", fullmatch=True)),
+                _SAFE_NAME,
+            ),
+            st.sampled_from(_KINDS),
+            st.integers(0, 10_000),
+            st.floats(0.0, 1.0),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_reader_accounts_for_every_file(tmp_path_factory, files):
+    """Whatever the folder holds: every file is kept xor rejected (with a known reason);
+    kept bytes are the input's (or a listed conversion) and decode to RGB; nothing raises."""
+    folder = tmp_path_factory.mktemp("prop")
+    written: dict[str, bytes] = {}
+    for name, kind, seed, cut in files:
+        if name in (".", "..") or name in written:
+            continue
+        written[name] = _content(kind, seed, cut)
+        (folder / name).write_bytes(written[name])
+    result = read_utkface(folder)
+    kept = {lab.file_name: data for lab, data in result.examples}
+    rejected = [r.file_name for r in result.rejects]
+    assert sorted([*kept, *rejected]) == sorted(written)  # each exactly once
+    kinds = (utkface.BAD_NAME, utkface.UNDECODABLE, utkface.EMPTY, utkface.DUPLICATE,
+             utkface.DUPLICATE_IMAGE)
+    assert all(r.reason.startswith(kinds) for r in result.rejects)
+    converted = dict(result.converted)
+    assert set(converted) <= set(kept)
+    for name, data in kept.items():
+        parse_name(name)  # only well-formed names are kept
+        assert (data == written[name]) != (name in converted)
+        assert simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True).ndim == 3
+    for name, data in written.items():
+        if not data:
+            assert name not in kept
+
+
+@settings(max_examples=60, deadline=None)
+@given(cut=st.integers(0, 10_000), seed=st.integers(0, 50))
+def test_every_truncated_jpeg_is_rejected(tmp_path_factory, cut, seed):
+    good = _noise_jpeg(16, seed)
+    data = good[: cut % len(good)]  # any proper prefix, including the empty one
+    new, note, reason = utkface._check_image(data)
+    assert new is None and note is None
+    assert reason == utkface.EMPTY if not data else reason.startswith(utkface.UNDECODABLE)

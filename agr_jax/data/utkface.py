@@ -5,15 +5,20 @@ UTKFace encodes labels in the file name: ``{age}_{gender}_{race}_{datetime}.jpg.
 age 0-116, gender 0 male / 1 female, race 0 White, 1 Black, 2 Asian, 3 Indian, 4 Others.
 
 Nothing is dropped silently: every file that is not kept is returned as a :class:`Reject`
-with its name and reason. Images that decode but are not baseline-decodable RGB/gray JPEG
-(PNG/BMP/... under a ``.jpg`` name, JPEGs libjpeg-turbo rejects in strict mode) are
-*converted* to RGB JPEG bytes (quality 95) and listed in :attr:`ReadResult.converted`;
-grayscale and CMYK JPEGs are kept as they are (simplejpeg decodes them to RGB).
+with its name and reason. Images in another format under a ``.jpg`` name (PNG, BMP, ...)
+are *converted* to RGB JPEG bytes (quality 95) and listed in :attr:`ReadResult.converted`;
+grayscale and CMYK JPEGs are kept as they are (simplejpeg decodes them to RGB). JPEGs that
+libjpeg-turbo's strict mode rejects (corrupt or truncated data) are rejected, not repaired:
+a lenient decoder would keep a damaged picture. Byte-identical images under different names
+are duplicates: the first is kept when the labels agree; when they disagree, every copy is
+rejected (one of the labels is wrong and nothing tells which). The real UTKFace crops hold
+a few hundred such files.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
 import io
 import logging
 import os
@@ -112,6 +117,7 @@ BAD_NAME = "bad name"
 UNDECODABLE = "undecodable"
 EMPTY = "zero bytes"
 DUPLICATE = "duplicate file name"
+DUPLICATE_IMAGE = "duplicate image"
 
 
 @dataclass
@@ -149,11 +155,12 @@ def _check_image(data: bytes) -> tuple[bytes | None, str | None, str | None]:
         return None, None, EMPTY
     if data[:3] == b"\xff\xd8\xff":
         try:
-            # Full entropy decode at reduced scale: catches truncation, fast.
+            # Full entropy decode at reduced scale: catches truncation and corruption, fast.
+            # Gray and CMYK JPEGs decode to RGB here and are kept as they are.
             simplejpeg.decode_jpeg(data, colorspace="RGB", min_factor=8, strict=True)
             return data, None, None
-        except ValueError:
-            pass  # CMYK / arithmetic-coded / corrupt: try PIL below.
+        except ValueError as e:
+            return None, None, f"{UNDECODABLE}: corrupt or truncated JPEG ({e})"
     from PIL import Image
 
     try:
@@ -228,9 +235,11 @@ def read_utkface(
 
     Returns:
       A ReadResult: examples sorted by file name, and one Reject per file not kept
-      (bad name, zero bytes, undecodable, duplicate file name; first occurrence is kept).
+      (bad name, zero bytes, undecodable, duplicate file name: the first occurrence is
+      kept; duplicate image: see the module docstring).
     """
     kept: dict[str, tuple[UTKLabel, bytes, str]] = {}
+    digests: dict[str, list[str]] = collections.defaultdict(list)  # sha1 -> names, in order
     rejects: list[Reject] = []
     converted: list[tuple[str, str]] = []
     seen_rejected: dict[str, str] = {}
@@ -251,6 +260,7 @@ def read_utkface(
             rejects.append(Reject(name, EMPTY))
             seen_rejected[name] = origin
             continue
+        digest = hashlib.sha1(data).hexdigest()
         if check_decode:
             new, note, reason = _check_image(data)
             if reason is not None:
@@ -261,6 +271,8 @@ def read_utkface(
                 converted.append((name, note))
                 data = new
         kept[name] = (label, data, origin)
+        digests[digest].append(name)
+    rejects += _reject_duplicate_images(kept, digests.values())
     examples = [(kept[n][0], kept[n][1]) for n in sorted(kept)]
     rejects.sort(key=lambda r: r.file_name)
     converted.sort()
@@ -269,6 +281,29 @@ def read_utkface(
         log.info("%s", line)
     log.info("%s", result.summary())
     return result
+
+
+def _reject_duplicate_images(
+    kept: dict[str, tuple[UTKLabel, bytes, str]], groups: Iterable[list[str]]
+) -> list[Reject]:
+    """Drop byte-identical copies from `kept`; returns their Rejects (see module docstring)."""
+    rejects = []
+    for names in groups:
+        if len(names) < 2:
+            continue
+        labels = {n: kept[n][0] for n in names}
+        distinct = {(lab.age, lab.gender, lab.race) for lab in labels.values()}
+        if len(distinct) == 1:
+            drop, why = names[1:], f"same bytes as {names[0]!r} (same labels; that one is kept)"
+        else:
+            drop = names
+            why = "labels disagree between byte-identical files, so none is kept"
+        for name in drop:
+            others = [n for n in names if n != name]
+            text = why if len(distinct) == 1 else f"same bytes as {others}; {why}"
+            rejects.append(Reject(name, f"{DUPLICATE_IMAGE}: {text}"))
+            del kept[name]
+    return rejects
 
 
 def filter_age(

@@ -11,13 +11,19 @@ from agr_jax.train.loop import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics, reports).")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite",
+    False,
+    "Discard the run already in --workdir (checkpoints, metrics) and start afresh; without "
+    "it, a workdir holding a run with a different config is refused.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
     del argv
     setup_logging()
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,12 @@ from tqdm import tqdm
 
 from agr_jax import configuration, evaluation, metrics, models, tasks
 from agr_jax.data import tfds_builders
+from agr_jax.train import faults
 from agr_jax.train import input as input_lib
+from agr_jax.train import workdir as workdir_lib
 from agr_jax.train.checkpoint import Checkpoints
 from agr_jax.train.metric_writer import MetricWriter
+from agr_jax.train.nonfinite import NonFiniteGuard
 from agr_jax.train.optim import make_optimizer
 from agr_jax.train.prefetch import DevicePrefetcher
 from agr_jax.train.state import TrainState, count_params, create_train_state
@@ -32,7 +35,13 @@ log = logging.getLogger(__name__)
 def build_model_and_spec(config: ml_collections.ConfigDict, tfds_dir: str | Path):
     """Task spec from the dataset's metadata, then the model with matching head widths."""
     info = tfds_builders.dataset_info(tfds_dir)
-    spec = tasks.TaskSpec.from_config(config.tasks, num_races=int(info.get("num_races", 5)))
+    num_races = int(info.get("num_races", 5))
+    if config.tasks.get("num_races") and config.tasks.num_races != num_races:
+        raise ValueError(
+            f"config.tasks.num_races: {config.tasks.num_races}, but the dataset in {tfds_dir} "
+            f"labels {num_races} race classes"
+        )
+    spec = tasks.TaskSpec.from_config(config.tasks, num_races=num_races)
     model = models.build_from_config(
         config.model, spec.output_sizes(), dtype=config.dtype, param_dtype=config.param_dtype
     )
@@ -64,13 +73,19 @@ def validate_split(
     return metrics.summary(result)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, float]:
-    """Train `config` in `workdir` (resuming from its latest checkpoint); return val metrics."""
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str | Path, overwrite: bool = False
+) -> dict[str, float]:
+    """Train `config` in `workdir` (resuming from its latest checkpoint); return val metrics.
+
+    A workdir holding a run with a different config is refused unless `overwrite`, which
+    discards that run and starts afresh (see `train/workdir.py`).
+    """
     workdir = Path(workdir)
     configuration.validate(config)
     is_main = jax.process_index() == 0
     if is_main:
-        configuration.save(config, workdir)
+        workdir_lib.prepare(config, workdir, overwrite)
 
     # Input.
     tfds_dir = input_lib.resolve_tfds_dir(config, workdir)
@@ -93,12 +108,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     )
     ckpt = Checkpoints(workdir)
     restored = ckpt.restore_latest(state, train_iter)
+    meta: dict = {}
     if restored is not None:
         state, meta = restored
         log.info("resumed from step %d (%s)", int(state.step), meta)
+    skip_nonfinite = bool(config.get("skip_nonfinite", False))
+    guard = NonFiniteGuard(
+        skip_nonfinite, meta.get("skipped_nonfinite", 0), ckpt.latest_step()
+    )
 
     # Compiled steps.
-    train_step = jax.jit(make_train_step(model, tx, spec), donate_argnums=0)
+    train_step = jax.jit(
+        make_train_step(model, tx, spec, skip_nonfinite=skip_nonfinite), donate_argnums=0
+    )
     eval_step = jax.jit(make_eval_step(model, spec))
 
     writer = MetricWriter(workdir, enabled=is_main)
@@ -113,21 +135,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             batch = next(train_iter)
             state, step_metrics = train_step(state, batch)
             step += 1
+            faults.maybe_kill("step", step)
             if pending is not None:  # metrics one step late: never wait on the step just sent
+                guard.check(*pending)
                 logger(*pending)
             pending = (step, step_metrics)
             end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
+            save_now = end_of_epoch or step % ckpt_every == 0
+            if save_now:  # never validate or checkpoint a non-finite state
+                guard.check(step, step_metrics)
             if end_of_epoch:
                 logger(*pending, force=True)
                 pending = None
                 val_metrics = validate_split(config, eval_step, state, val_source)
                 writer.write(step, val_metrics, prefix="val/")
-                writer.write(step, {"epoch": step / steps_per_epoch}, prefix="train/")
+                writer.write(
+                    step,
+                    {"epoch": step / steps_per_epoch, "skipped_nonfinite": guard.skipped},
+                    prefix="train/",
+                )
                 bar.write(_format_val(step, steps_per_epoch, val_metrics))
                 meta = {"step": step, "epoch": step / steps_per_epoch, "val": val_metrics}
                 ckpt.save_best(step, state, {"loss": val_metrics["loss"]}, meta)
-            if end_of_epoch or step % ckpt_every == 0:
-                ckpt.save_latest(step, state, train_iter, {"step": step, "val": val_metrics})
+            if save_now:
+                ckpt.save_latest(
+                    step,
+                    state,
+                    train_iter,
+                    {"step": step, "val": val_metrics, "skipped_nonfinite": guard.skipped},
+                )
+                guard.last_checkpoint = step
         bar.update(0)
     finally:
         bar.close()

@@ -29,7 +29,12 @@ def make_train_step(
     tx: optax.GradientTransformation,
     spec: tasks.TaskSpec,
     axis_name: str | None = None,
+    skip_nonfinite: bool = False,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jnp.ndarray]]]:
+    """`skip_nonfinite`: a step whose loss or gradient is NaN/Inf keeps the previous params,
+    BN statistics and optimiser state (the step counter still advances); either way the
+    metrics carry `nonfinite` (1.0 for such a step) for the host-side guard."""
+
     def train_step(state: TrainState, batch: Batch):
         rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
         if axis_name:
@@ -62,10 +67,22 @@ def make_train_step(
             "race_acc": jnp.mean((preds["race"] == batch["race"]).astype(jnp.float32)),
             "grad_norm": optax.global_norm(grads),
         }
+        metrics = _pmean(metrics, axis_name)
+        finite = jnp.isfinite(metrics["grad_norm"])
+        for t in task_losses:
+            finite &= jnp.isfinite(metrics[f"loss_{t}"])
+        metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
+        if skip_nonfinite:
+            keep_new = lambda new, old: jax.tree.map(
+                lambda n, o: jnp.where(finite, n, o), new, old
+            )
+            params = keep_new(params, state.params)
+            batch_stats = keep_new(batch_stats, state.batch_stats)
+            opt_state = keep_new(opt_state, state.opt_state)
         new_state = state.replace(
             step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
         )
-        return new_state, _pmean(metrics, axis_name)
+        return new_state, metrics
 
     return train_step
 

@@ -1,0 +1,195 @@
+"""Config validation: unknown keys, wrong types, impossible combinations, all before compiling."""
+
+import json
+import runpy
+from pathlib import Path
+
+import jax
+import ml_collections
+import pytest
+
+from agr_jax import configuration
+from agr_jax.train import loop
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.py"
+
+
+def base() -> ml_collections.ConfigDict:
+    return runpy.run_path(str(QUICKSTART))["get_config"]()
+
+
+def as_file_config(**changes) -> ml_collections.ConfigDict:
+    """A config as a config *file* may build it: plain values, no type locking from the base."""
+    values = base().to_dict()
+    for dotted, value in changes.items():
+        node = values
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return ml_collections.ConfigDict(values)
+
+
+def test_base_config_is_valid():
+    configuration.validate(base())
+
+
+@pytest.mark.parametrize(
+    "dotted, value, key",
+    [
+        ("batch_sise", 32, "batch_sise"),
+        ("optimizer.learnig_rate", 1e-3, "optimizer.learnig_rate"),
+        ("data.augment.mixup", 0.2, "data.augment.mixup"),
+        ("tasks.weights.emotion", 1.0, "tasks.weights.emotion"),
+        ("model.depth", 50, "model.depth"),  # not a field of the RoR backbone
+    ],
+)
+def test_unknown_key_is_named(dotted, value, key):
+    config = base()
+    node = config
+    *parents, last = dotted.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    with pytest.raises(ValueError, match=f"unknown key '{key}'"):
+        configuration.validate(config)
+
+
+def test_optional_and_backbone_keys_are_accepted():
+    config = base()
+    config.model.expansion = 2  # a RoR constructor field, not in the base config
+    config.tasks.age_bins = (0, 13, 20, 40, 117)
+    config.optimizer.lr_multipliers = {"backbone": 0.1, "head_age": 2.0}  # free-form keys
+    config.optimizer.nesterov = False
+    configuration.validate(config)
+
+
+@pytest.mark.parametrize(
+    "dotted, value",
+    [
+        ("batch_size", "64"),
+        ("batch_size", True),  # bool is an int subclass; still wrong
+        ("num_epochs", 2.5),
+        ("optimizer.learning_rate", "3e-3"),
+        ("data.split_ratios", "0.8,0.1,0.1"),
+        ("data.dir", 5),
+        ("model.head_hidden", 128),
+        ("data.augment", "flip"),
+        ("skip_nonfinite", "yes"),
+    ],
+)
+def test_wrong_type_in_a_config_file_is_named(dotted, value):
+    with pytest.raises(ValueError, match=f"config.{dotted}: expected"):
+        configuration.validate(as_file_config(**{dotted: value}))
+
+
+def test_numbers_that_fit_are_accepted():
+    config = as_file_config(**{"optimizer.learning_rate": 1, "data.dir": "/some/where"})
+    configuration.validate(config)
+
+
+def test_override_of_wrong_type_is_refused_by_ml_collections():
+    with pytest.raises(TypeError, match="batch_size"):
+        base().batch_size = "64"
+
+
+def test_saved_config_json_is_checked(tmp_path):
+    path = configuration.save(base(), tmp_path)
+    assert configuration.load(tmp_path).batch_size == 64
+    values = json.loads(path.read_text())
+    values["optimizer"]["learning_rate"] = "fast"
+    path.write_text(json.dumps(values))
+    with pytest.raises(ValueError, match=r"config.json.optimizer.learning_rate: expected float"):
+        configuration.load(tmp_path)
+    values["optimizer"]["learning_rate"] = 0.1
+    values["optimiser"] = {"name": "adam"}
+    path.write_text(json.dumps(values))
+    with pytest.raises(ValueError, match="unknown key 'optimiser'"):
+        configuration.load(tmp_path)
+
+
+@pytest.mark.parametrize("parallel", ["shard_map", "pmap"])
+def test_global_batch_not_divisible_by_devices(parallel):
+    config = base()
+    config.parallel = parallel
+    config.batch_size = 30
+    with pytest.raises(ValueError, match=r"config.batch_size: .*30 .*4 devices"):
+        configuration.validate(config, num_devices=4)
+    config.batch_size = 32
+    config.eval_batch_size = 250
+    with pytest.raises(ValueError, match=r"config.eval_batch_size: .*250 .*4 devices"):
+        configuration.validate(config, num_devices=4)
+    config.eval_batch_size = 256
+    configuration.validate(config, num_devices=4)
+
+
+def test_batch_must_split_over_processes_even_without_parallel():
+    config = base()
+    configuration.validate(config, num_devices=3)  # parallel="none": one device is used
+    with pytest.raises(ValueError, match=r"config.batch_size: .*64 .*3 processes"):
+        configuration.validate(config, num_processes=3)
+
+
+def test_seven_race_classes_on_utkface():
+    config = base()
+    config.tasks.num_races = 7
+    with pytest.raises(ValueError, match=r"config.tasks.num_races: 7 .*utkface.* 5"):
+        configuration.validate(config)
+    config.tasks.num_races = 5
+    configuration.validate(config)
+
+
+@pytest.mark.parametrize("mode", ["bins", "ordinal"])
+def test_age_mode_without_bins(mode):
+    config = base()
+    config.tasks.age_mode = mode
+    with pytest.raises(ValueError, match=rf"config.tasks.age_bins: tasks.age_mode='{mode}'"):
+        configuration.validate(config)
+    config.tasks.age_bins = ()
+    with pytest.raises(ValueError, match="config.tasks.age_bins"):
+        configuration.validate(config)
+
+
+@pytest.mark.parametrize(
+    "dotted, value, key",
+    [
+        ("data.min_age", 60, "data.min_age"),  # with max_age 20 below
+        ("checkpoint_every_steps", -1, "checkpoint_every_steps"),
+        ("log_every_steps", 0, "log_every_steps"),
+        ("model.name", "resnet9000", "model.name"),
+        ("dtype", "float64", "dtype"),
+    ],
+)
+def test_bad_values_are_named(dotted, value, key):
+    config = as_file_config(**{dotted: value, "data.max_age": 20})
+    with pytest.raises(ValueError, match=f"config.{key}"):
+        configuration.validate(config)
+
+
+def test_training_fails_before_any_compilation(tmp_path, monkeypatch):
+    def no_compiling(*args, **kwargs):
+        raise AssertionError("compiled before the config was validated")
+
+    monkeypatch.setattr(jax, "jit", no_compiling)
+    config = base()
+    config.tasks.num_races = 7
+    with pytest.raises(ValueError, match="config.tasks.num_races"):
+        loop.train_and_evaluate(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # nothing written either
+
+
+def test_model_keys_follow_the_chosen_backbone(monkeypatch):
+    from agr_jax import models
+
+    def function_backbone(*, depth: int = 2, dtype=None, param_dtype=None, bn_axis_name=None):
+        raise NotImplementedError
+
+    monkeypatch.setitem(models.BACKBONES, "fn", function_backbone)
+    config = base()
+    config.model = {"name": "fn", "depth": 3, "head_hidden": (8,)}
+    configuration.validate(config)
+    config.model.width = 4
+    with pytest.raises(ValueError, match=r"unknown key 'model.width' for backbone 'fn'"):
+        configuration.validate(config)
+    monkeypatch.setitem(models.BACKBONES, "fn", lambda **options: None)
+    configuration.validate(config)  # a **kwargs constructor checks its own options
