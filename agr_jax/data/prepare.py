@@ -121,6 +121,7 @@ def _settings(sources, seed, ratios, age_range, check_decode) -> dict:
     return {
         "dataset": "utkface",
         "builder_version": VERSION,
+        "reader_version": utkface.READER_VERSION,
         "sources": list(sources),
         "fingerprint": _fingerprint(sources),
         "seed": int(seed),

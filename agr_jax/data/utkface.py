@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 RACES = ("White", "Black", "Asian", "Indian", "Others")
 GENDERS = ("male", "female")
 MAX_AGE = 116
+# Bumped when what the reader keeps or rejects changes, so prepared builds are redone.
+READER_VERSION = 2
 
 _SUFFIXES = (".jpg.chip.jpg", ".jpg")
 _DIGITS = re.compile(r"[0-9]+")
