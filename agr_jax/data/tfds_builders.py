@@ -202,6 +202,16 @@ def dataset_info(tfds_dir: str | Path) -> dict:
         "num_examples": int(sum(s.num_examples for s in info.splits.values())),
         "features": list(FEATURE_KEYS),
     }
+    # Class names and dataset-specific age binning (FairFace 7 races, age stored as bins).
+    race = info.features["race"]
+    metadata = dict(info.metadata or {})
+    names = metadata.get("race_names") or getattr(race, "names", None)
+    if names:
+        out["race_names"] = list(names)
+        out["num_races"] = len(names)
+    for key in ("age_bin_edges", "age_note"):
+        if metadata.get(key) is not None:
+            out[key] = metadata[key]
     settings = path / SETTINGS_FILE
     if settings.exists():
         out["settings"] = json.loads(settings.read_text())
