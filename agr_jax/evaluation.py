@@ -186,7 +186,12 @@ def evaluate_workdir(
     model, spec = build_model_and_spec(config, tfds_dir)
     tx = make_optimizer(config.optimizer, max(int(config.total_steps), 1000))
     size = int(config.data.image_size)
-    template = create_train_state(model, tx, (size, size, 3), int(config.seed))
+    # Abstract template: restoring needs shapes and placement only, not an init compile.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    template = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
+        jax.eval_shape(lambda: create_train_state(model, tx, (size, size, 3), int(config.seed))),
+    )
     state, meta = restore_for_inference(workdir, template, which=which)
 
     skipped: list[dict[str, str]] = []
