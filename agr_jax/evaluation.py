@@ -167,7 +167,8 @@ def evaluate_workdir(
     `kfold` scores the split like `split` and records which fold the build holds out.
     """
     # Imported here so `evaluation` stays importable by the training loop without a cycle.
-    from agr_jax import configuration, report as report_lib
+    from agr_jax import configuration
+    from agr_jax import report as report_lib
     from agr_jax.data import prepare, tfds_builders, utkface
     from agr_jax.train import input as input_lib
     from agr_jax.train.checkpoint import require_checkpoint_dir, restore_for_inference

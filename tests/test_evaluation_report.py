@@ -99,9 +99,8 @@ def test_flip_tta_averages_mirror_outputs():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, synthetic_dir):
-    from configs import quickstart
-
     from agr_jax.train.loop import train_and_evaluate
+    from configs import quickstart
 
     config = quickstart.get_config()
     config.data.dir = str(synthetic_dir)
