@@ -75,12 +75,12 @@ def test_fairface_build_splits_and_info(fairface_root, tmp_path):
 
 
 def test_fairface_spec_gets_seven_races(fairface_root, tmp_path):
+    from conftest import make_tiny_config
+
     from agr_jax.train.loop import build_model_and_spec
-    from configs import quickstart
 
     prepare.prepare(fairface_root, tmp_path, dataset="fairface")
-    config = quickstart.get_config()
-    _, spec = build_model_and_spec(config, tmp_path)
+    _, spec = build_model_and_spec(make_tiny_config(), tmp_path)
     assert spec.num_races == 7 and spec.output_sizes()["race"] == 7
 
 

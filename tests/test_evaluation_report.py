@@ -99,17 +99,12 @@ def test_flip_tta_averages_mirror_outputs():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, synthetic_dir):
-    from agr_jax.train.loop import train_and_evaluate
-    from configs import quickstart
+    from conftest import make_tiny_config
 
-    config = quickstart.get_config()
-    config.data.dir = str(synthetic_dir)
-    config.data.image_size = 16
-    config.model.width = 4
-    config.model.head_hidden = (16,)
-    config.batch_size = 32
-    config.eval_batch_size = 32
-    config.num_epochs = 2
+    from agr_jax.train.loop import train_and_evaluate
+
+    config = make_tiny_config(**{"data.dir": str(synthetic_dir), "data.image_size": 16,
+                                 "eval_batch_size": 32})
     config.eval_flip_tta = True
     workdir = tmp_path_factory.mktemp("eval_run")
     train_and_evaluate(config, workdir)
