@@ -228,6 +228,13 @@ def evaluate_workdir(
         train_ages(input_lib.load_split(tfds_dir, "train")), result["age"]
     )
     settings = info.get("settings", {})
+    run_fold = (int(config.data.get("folds", 0) or 0), int(config.data.get("fold", 0) or 0))
+    data_fold = (int(settings.get("folds", 0) or 0), int(settings.get("fold", 0) or 0))
+    if data_dir is None and settings and run_fold[0] and run_fold != data_fold:
+        raise ValueError(
+            f"{tfds_dir} now points at a build with folds/fold {data_fold}, but this run was "
+            f"trained on {run_fold}: give each fold its own config.data.tfds_dir"
+        )
     report.update(
         source=str(data_dir) if data_dir is not None else f"{tfds_dir}:{split}",
         dataset=info.get("name"),

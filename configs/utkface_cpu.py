@@ -44,6 +44,8 @@ def get_config() -> config_dict.ConfigDict:
     c.data.split_ratios = (0.8, 0.1, 0.1)
     c.data.min_age = -1
     c.data.max_age = -1
+    c.data.folds = 0  # k-fold protocol: > 1 folds, `fold` held out as test (README)
+    c.data.fold = 0
     c.data.worker_count = 0  # decoding at reduced DCT scale is cheap; threads suffice
     # Flip + pad-crop as in the reference; no rotation (PIL per image costs CPU here).
     c.data.augment = config_dict.ConfigDict(dict(flip=True, pad_crop=8))
