@@ -18,8 +18,16 @@ the stem and max-pool) = 0.10 GFLOPs/face forward, 1.8 M parameters; average poo
 one hidden layer per head. Age is the walking skeleton's regression (sigmoid of age/116,
 MSE) with weight 10 so its gradients count beside the two cross-entropies.
 
-Timing (probe on the real crops, this machine shared with 4 other jobs; see README):
-see the README section "Real-data recipe" for the measured step time and the full run.
+Budget (measured 2026-11-23 while 4 other jobs shared the 2 cores, so in CPU time): one
+training step of batch 128 at 96 px costs 2.06 CPU-seconds (fake-data micro-benchmark, after
+compilation); forward 0.10 GFLOPs/face (XLA cost analysis). On 2 idle cores that is ~1.1-1.5 s
+per step, 118 steps per epoch, so 16 epochs ~ 35-47 min plus ~1 min prepare + compile and
+~10 s validation per epoch. The 24-step probe on the real crops (`--config.total_steps=24`)
+was stopped at its 3-minute limit after 9 steps under a load average of 13 (32% of one core):
+no usable wall-clock number; it checked that data, model and optimiser run on the real set.
+If the first epoch takes longer than 3.5 minutes on the training machine, lower num_epochs.
+Candidates measured the same way: 64 px width 16: 0.51 CPU-s/step (too small a net); 96 px
+width 32: 3.03; 128 px width 24: 5.06 (both over budget for 16 epochs).
 
 When the model zoo lands (issue with `resnet18`): switch to
 `model.name = "resnet18"`, width 48 (or 0.75 x 64), image_size 64, stride-2 stem without
