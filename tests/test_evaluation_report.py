@@ -152,3 +152,15 @@ def test_evaluate_folder_lists_skipped(trained, synthetic_dir):
     assert {s["file_name"] for s in rep["skipped"]} == set(synthetic.MALFORMED)
     md = (trained / "eval" / f"{synthetic_dir.name}.md").read_text()
     assert "Skipped files" in md
+
+
+def test_protocol_descriptions():
+    from agr_jax.evaluation import _protocol_text
+
+    fold = {"folds": 5, "fold": 2, "seed": 0}
+    assert "fold 2 of 5" in _protocol_text("kfold", fold, folder=False)
+    assert _protocol_text("coral", fold, folder=False).startswith("CORAL: true ages 21-60")
+    assert "seeded split" in _protocol_text("split", {"seed": 0, "ratios": [0.8, 0.1, 0.1]},
+                                            folder=False)
+    with pytest.raises(ValueError, match="--folds"):
+        _protocol_text("kfold", {"seed": 0}, folder=False)
