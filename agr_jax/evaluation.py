@@ -273,3 +273,25 @@ def _protocol_text(protocol: str, settings: dict, folder: bool) -> str:
         return f"CORAL: true ages {metrics.CORAL_AGE_RANGE[0]}-{metrics.CORAL_AGE_RANGE[1]} " \
             f"only; {split}"
     return split
+
+
+FOLD_METRICS = ("n", "age_mae", "age_cs5", "age_bin_acc", "gender_acc", "gender_macro_f1",
+                "race_acc", "race_macro_f1")
+
+
+def summarize_folds(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """k-fold protocol: mean and standard deviation of each headline metric over the folds
+    (and the per-race gaps), plus each fold's values."""
+    if not reports:
+        raise ValueError("summarize_folds: no fold reports")
+    out: dict[str, Any] = {"folds": len(reports), "mean": {}, "std": {}}
+    for key in FOLD_METRICS:
+        values = np.asarray([r[key] for r in reports], np.float64)
+        out["mean"][key] = float(values.mean())
+        out["std"][key] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    for key in ("age_mae", "gender_acc", "race_acc"):
+        gaps = np.asarray([r["gaps"]["race"][key] for r in reports], np.float64)
+        out["mean"][f"race_gap_{key}"] = float(gaps.mean())
+    out["per_fold"] = [{k: r[k] for k in FOLD_METRICS} | {"protocol": r.get("protocol")}
+                       for r in reports]
+    return out

@@ -164,3 +164,21 @@ def test_protocol_descriptions():
                                             folder=False)
     with pytest.raises(ValueError, match="--folds"):
         _protocol_text("kfold", {"seed": 0}, folder=False)
+
+
+def test_summarize_folds_mean_std():
+    from agr_jax.evaluation import summarize_folds
+
+    res = _result()
+    names = ["W", "B", "A", "I", "O"]
+    folds = []
+    for k in range(3):
+        part = metrics.subset(res, np.arange(len(res["age"])) % 3 == k)
+        folds.append(metrics.full_report(part, ["male", "female"], names))
+    summary = summarize_folds(folds)
+    maes = [f["age_mae"] for f in folds]
+    assert summary["folds"] == 3 and summary["mean"]["n"] == pytest.approx(200 / 3)
+    assert summary["mean"]["age_mae"] == pytest.approx(np.mean(maes))
+    assert summary["std"]["age_mae"] == pytest.approx(np.std(maes, ddof=1))
+    assert summary["mean"]["race_gap_gender_acc"] == pytest.approx(1.0)
+    assert [f["age_mae"] for f in summary["per_fold"]] == maes
