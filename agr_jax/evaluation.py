@@ -258,14 +258,20 @@ def evaluate_workdir(
     return report
 
 
+_GROUPED_BY = {
+    "fairface": "image, test = FairFace's validation CSV",
+    "imdb_wiki": "person",
+}
+
+
 def _protocol_text(protocol: str, settings: dict, folder: bool) -> str:
     if folder:
         return "every valid image of the folder"
     folds = int(settings.get("folds", 0) or 0)
     split = (f"fold {settings.get('fold')} of {folds} (timestamp groups, seed "
              f"{settings.get('seed')}) held out as test" if folds else
-             f"seeded split by capture timestamp (seed {settings.get('seed')}, "
-             f"ratios {settings.get('ratios')})")
+             f"seeded split by {_GROUPED_BY.get(settings.get('dataset'), 'capture timestamp')} "
+             f"(seed {settings.get('seed')}, ratios {settings.get('ratios')})")
     if protocol == "kfold" and not folds:
         raise ValueError("protocol kfold: this dataset was prepared without --folds "
                          "(set config.data.folds / fold, or prepare --folds N --fold K)")

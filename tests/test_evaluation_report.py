@@ -162,6 +162,8 @@ def test_protocol_descriptions():
     assert _protocol_text("coral", fold, folder=False).startswith("CORAL: true ages 21-60")
     assert "seeded split" in _protocol_text("split", {"seed": 0, "ratios": [0.8, 0.1, 0.1]},
                                             folder=False)
+    assert "by person" in _protocol_text("split", {"dataset": "imdb_wiki", "seed": 0},
+                                         folder=False)
     with pytest.raises(ValueError, match="--folds"):
         _protocol_text("kfold", {"seed": 0}, folder=False)
 
