@@ -77,19 +77,99 @@ def train_ages(source: Any) -> np.ndarray:
     return np.asarray([int(source[i]["age"]) for i in range(len(source))], np.float64)
 
 
+def flip_tta(eval_step: Callable[[Any, dict], dict]) -> Callable[[Any, dict], dict]:
+    """Test-time flip averaging: mean of the outputs on the batch and its mirror image
+    (age in years and class probabilities averaged, classes re-decoded from the mean)."""
+    import jax.numpy as jnp
+
+    def step(state: Any, batch: dict) -> dict:
+        a = eval_step(state, batch)
+        b = eval_step(state, {**batch, "image": batch["image"][:, :, ::-1]})
+        out = {k: (a[k] + b[k]) / 2 for k in a if not k.endswith("_pred") or k == "age_pred"}
+        out["gender_pred"] = jnp.argmax(out["gender_prob"], -1)
+        out["race_pred"] = jnp.argmax(out["race_prob"], -1)
+        return out
+
+    return step
+
+
+PROTOCOLS = ("split", "coral", "kfold")
+GRID_FACES = 24
+
+
+def _caption(age: float, gender: int, race: int, genders, races) -> str:
+    race_name = races[race] if 0 <= race < len(races) else "?"
+    return f"{age:.0f}y {genders[gender][0].upper()} {race_name}"
+
+
+def _figures(
+    result: dict[str, np.ndarray], report: dict, source: Any, out_dir: Path,
+    genders, races, rel_to: Path,
+) -> dict[str, str]:
+    """Writes the report figures; returns caption -> path relative to `rel_to`."""
+    from agr_jax import plots
+
+    paths = {
+        "Gender confusion": plots.confusion(report["gender"], out_dir / "confusion_gender.png",
+                                            "Gender"),
+        "Race confusion": plots.confusion(report["race"], out_dir / "confusion_race.png", "Race"),
+        "Age-bin confusion": plots.confusion(report["age_bins"],
+                                             out_dir / "confusion_age_bins.png", "Age bins"),
+        "Age MAE by true age": plots.mae_by_age(result["age"], result["age_pred"],
+                                                out_dir / "mae_by_age.png"),
+        "Metrics per race and gender": plots.group_bars(report, out_dir / "group_bars.png"),
+        "Predicted vs. true age": plots.age_scatter(result["age"], result["age_pred"],
+                                                    out_dir / "age_scatter.png"),
+    }
+    n = len(result["age"])
+    pick = np.sort(np.random.default_rng(0).choice(n, size=min(GRID_FACES, n), replace=False))
+    images, captions, correct = [], [], []
+    for i in pick:
+        index = int(result["index"][i])
+        record = source[index]
+        if "file_name" in result and str(record["file_name"]) != str(result["file_name"][i]):
+            raise RuntimeError(
+                f"evaluation order mismatch at {index}: source has {record['file_name']!r}, "
+                f"predictions {result['file_name'][i]!r}"
+            )
+        images.append(record["image"])
+        race = int(result["race"][i])
+        captions.append((
+            _caption(result["age_pred"][i], int(result["gender_pred"][i]),
+                     int(result["race_pred"][i]), genders, races),
+            _caption(result["age"][i], int(result["gender"][i]), race, genders, races),
+        ))
+        correct.append(bool(
+            result["gender_pred"][i] == result["gender"][i]
+            and (race < 0 or result["race_pred"][i] == race)
+            and abs(result["age_pred"][i] - result["age"][i]) <= 5
+        ))
+    paths["Test faces (red: a label wrong or age off by > 5 years)"] = plots.face_grid(
+        images, captions, correct, out_dir / "faces.png"
+    )
+    return {k: str(Path(v).relative_to(rel_to)) for k, v in paths.items()}
+
+
 def evaluate_workdir(
     workdir: str | Path,
     split: str = "test",
     data_dir: str | Path | None = None,
     which: str = "best",
+    protocol: str = "split",
+    figures: bool = True,
 ) -> dict[str, Any]:
     """Evaluate a training run's checkpoint on a split (or a UTKFace-format folder).
 
-    Writes `<workdir>/eval/<split-or-folder-name>.json` and returns the metrics.
+    Writes `<workdir>/eval/<name>.json` (headline keys `n`, `age_mae`, `gender_acc`,
+    `race_acc` at the top level), `<name>.md` (the report) and the figures in `<name>/`,
+    where name is the split or folder name, suffixed `_coral` for the CORAL protocol (only
+    true ages 21-60 are scored; every report also carries that subset under `coral`).
+    `kfold` scores the split like `split` and records which fold the build holds out.
     """
     # Imported here so `evaluation` stays importable by the training loop without a cycle.
     from agr_jax import configuration
-    from agr_jax.data import prepare
+    from agr_jax import report as report_lib
+    from agr_jax.data import prepare, tfds_builders, utkface
     from agr_jax.train import input as input_lib
     from agr_jax.train.checkpoint import require_checkpoint, restore_for_inference
     from agr_jax.train.loop import build_model_and_spec
@@ -97,42 +177,127 @@ def evaluate_workdir(
     from agr_jax.train.state import create_train_state
     from agr_jax.train.step import make_eval_step
 
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol: expected one of {PROTOCOLS}, got {protocol!r}")
     workdir = Path(workdir)
     config = configuration.load(workdir)
     require_checkpoint(workdir, which)  # say so before building anything
     tfds_dir = Path(config.data.tfds_dir) if config.data.get("tfds_dir") else workdir / "tfds"
+    info = tfds_builders.dataset_info(tfds_dir)
     model, spec = build_model_and_spec(config, tfds_dir)
     tx = make_optimizer(config.optimizer, max(int(config.total_steps), 1000))
     size = int(config.data.image_size)
-    template = create_train_state(model, tx, (size, size, 3), int(config.seed))
+    # Abstract template: restoring needs shapes and placement only, not an init compile.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    template = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
+        jax.eval_shape(lambda: create_train_state(model, tx, (size, size, 3), int(config.seed))),
+    )
     state, meta = restore_for_inference(workdir, template, which=which)
 
     skipped: list[dict[str, str]] = []
+    genders, races = list(utkface.GENDERS), list(info.get("race_names", utkface.RACES))
     if data_dir is not None:
         source, read = prepare.folder_source(data_dir)
         skipped = [{"file_name": r.file_name, "reason": r.reason} for r in read.rejects]
         name = Path(data_dir).name
+        races = list(utkface.RACES)
     else:
         source = input_lib.load_split(tfds_dir, split)
         name = split
+    eval_step = make_eval_step(model, spec)
+    if config.get("eval_flip_tta", False):
+        eval_step = flip_tta(eval_step)
     result = predict(
-        jax.jit(make_eval_step(model, spec)),
+        jax.jit(eval_step),
         state,
-        input_lib.make_eval_batches(config, source),
+        input_lib.make_eval_batches(config, source, with_metadata=True),
         int(config.eval_batch_size),
     )
-    report: dict[str, Any] = dict(metrics.summary(result))
+    result["index"] = np.arange(len(result["age"]))
+    if protocol == "coral":
+        lo, hi = metrics.CORAL_AGE_RANGE
+        result = metrics.subset(result, (result["age"] >= lo) & (result["age"] <= hi))
+        name += "_coral"
+        if not len(result["age"]):
+            raise ValueError(f"protocol coral: no faces aged {lo}-{hi} in {name}")
+    edges = tuple(config.get("eval_age_bin_edges") or info.get("age_bin_edges")
+                  or metrics.DEFAULT_AGE_BIN_EDGES)
+    report: dict[str, Any] = metrics.full_report(result, genders, races, edges)
     report["baseline_age_mae"] = metrics.mean_baseline_mae(
         train_ages(input_lib.load_split(tfds_dir, "train")), result["age"]
     )
+    settings = info.get("settings", {})
+    run_fold = (int(config.data.get("folds", 0) or 0), int(config.data.get("fold", 0) or 0))
+    data_fold = (int(settings.get("folds", 0) or 0), int(settings.get("fold", 0) or 0))
+    if data_dir is None and settings and run_fold[0] and run_fold != data_fold:
+        raise ValueError(
+            f"{tfds_dir} now points at a build with folds/fold {data_fold}, but this run was "
+            f"trained on {run_fold}: give each fold its own config.data.tfds_dir"
+        )
     report.update(
         source=str(data_dir) if data_dir is not None else f"{tfds_dir}:{split}",
+        dataset=info.get("name"),
+        protocol=_protocol_text(protocol, settings, data_dir is not None),
+        flip_tta=bool(config.get("eval_flip_tta", False)),
         checkpoint=which,
         checkpoint_step=int(meta.get("step", -1)),
         skipped=skipped,
     )
-    out = workdir / "eval" / f"{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    report["report_path"] = str(out)
+    if info.get("age_note"):
+        report["age_note"] = info["age_note"]
+    out_dir = workdir / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figs = (_figures(result, report, source, out_dir / name, genders, races, out_dir)
+            if figures else {})
+    out = out_dir / f"{name}.json"
+    out.write_text(json.dumps({**report, "figures": figs}, indent=2) + "\n")
+    md = out_dir / f"{name}.md"
+    md.write_text(report_lib.markdown(report, figs, f"Evaluation: {workdir.name} on {name}"))
+    report.update(report_path=str(out), markdown_path=str(md), figures=figs)
     return report
+
+
+_GROUPED_BY = {
+    "fairface": "image, test = FairFace's validation CSV",
+    "imdb_wiki": "person",
+}
+
+
+def _protocol_text(protocol: str, settings: dict, folder: bool) -> str:
+    if folder:
+        return "every valid image of the folder"
+    folds = int(settings.get("folds", 0) or 0)
+    split = (f"fold {settings.get('fold')} of {folds} (timestamp groups, seed "
+             f"{settings.get('seed')}) held out as test" if folds else
+             f"seeded split by {_GROUPED_BY.get(settings.get('dataset'), 'capture timestamp')} "
+             f"(seed {settings.get('seed')}, ratios {settings.get('ratios')})")
+    if protocol == "kfold" and not folds:
+        raise ValueError("protocol kfold: this dataset was prepared without --folds "
+                         "(set config.data.folds / fold, or prepare --folds N --fold K)")
+    if protocol == "coral":
+        return f"CORAL: true ages {metrics.CORAL_AGE_RANGE[0]}-{metrics.CORAL_AGE_RANGE[1]} " \
+            f"only; {split}"
+    return split
+
+
+FOLD_METRICS = ("n", "age_mae", "age_cs5", "age_bin_acc", "gender_acc", "gender_macro_f1",
+                "race_acc", "race_macro_f1")
+
+
+def summarize_folds(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """k-fold protocol: mean and standard deviation of each headline metric over the folds
+    (and the per-race gaps), plus each fold's values."""
+    if not reports:
+        raise ValueError("summarize_folds: no fold reports")
+    out: dict[str, Any] = {"folds": len(reports), "mean": {}, "std": {}}
+    for key in FOLD_METRICS:
+        values = np.asarray([r[key] for r in reports], np.float64)
+        out["mean"][key] = float(values.mean())
+        out["std"][key] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    for key in ("age_mae", "gender_acc", "race_acc"):
+        gaps = np.asarray([r["gaps"]["race"][key] for r in reports], np.float64)
+        out["mean"][f"race_gap_{key}"] = float(gaps.mean())
+    out["per_fold"] = [{k: r[k] for k in FOLD_METRICS} | {"protocol": r.get("protocol")}
+                       for r in reports]
+    return out

@@ -69,9 +69,11 @@ def per_example_losses(
         "gender": optax.softmax_cross_entropy_with_integer_labels(
             outputs["gender"].astype(jnp.float32), batch["gender"]
         ),
+        # race -1 = not labelled (IMDB-WIKI): no loss.
         "race": optax.softmax_cross_entropy_with_integer_labels(
-            outputs["race"].astype(jnp.float32), batch["race"]
-        ),
+            outputs["race"].astype(jnp.float32), jnp.maximum(batch["race"], 0)
+        )
+        * (batch["race"] >= 0),
     }
 
 

@@ -2,10 +2,19 @@
 
 CLI::
 
-    python -m agr_jax.data.prepare --data_dir DIR --out TFDS_DIR [--dataset utkface] \
-        [--seed 0] [--ratios 0.8,0.1,0.1] [--min_age 10 --max_age 65] [--no_check_decode]
+    python -m agr_jax.data.prepare --data_dir DIR --out TFDS_DIR \
+        [--dataset utkface|fairface|imdb_wiki] [--seed 0] [--ratios 0.8,0.1,0.1] \
+        [--min_age 10 --max_age 65] [--folds 5 --fold 0] [--min_face_score 1.0] \
+        [--no_check_decode]
 
-``--data_dir`` may be a folder, a ``.tar.gz`` archive, or a comma-separated list of them.
+``--data_dir`` may be a folder, a ``.tar.gz`` archive, or a comma-separated list of them
+(UTKFace); the FairFace / IMDB-WIKI root folder otherwise (see ``fairface.py``,
+``imdb_wiki.py``).
+
+k-fold protocol: ``--folds K --fold k`` builds fold k (of K timestamp-group folds, fixed
+by the seed) as the test split; train/validation share the other folds by the ratios.
+Build and train k = 0..K-1 (``config.data.folds`` / ``config.data.fold``), then evaluate
+each run; every image is tested exactly once.
 
 Idempotence: each distinct setting (sources and a cheap fingerprint of their content, seed,
 ratios, age range, decode check) is built into its own TFDS config directory
@@ -32,7 +41,24 @@ from agr_jax.data import utkface
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("utkface",)
+DATASETS = ("utkface", "fairface", "imdb_wiki")
+
+
+def builder_classes(dataset: str):
+    """(TFDS builder class, its config class) for a dataset name."""
+    from agr_jax.data import tfds_builders as tb
+
+    if dataset == "utkface":
+        return tb.UtkFace, tb.UtkFaceConfig
+    if dataset == "fairface":
+        from agr_jax.data import fairface
+
+        return fairface.FairFace, fairface.FairFaceConfig
+    if dataset == "imdb_wiki":
+        from agr_jax.data import imdb_wiki
+
+        return imdb_wiki.ImdbWiki, imdb_wiki.ImdbWikiConfig
+    raise ValueError(f"dataset {dataset!r} not supported; choose from {DATASETS}")
 
 
 @dataclasses.dataclass
@@ -115,11 +141,12 @@ def _fingerprint(sources: Sequence[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def _settings(sources, seed, ratios, age_range, check_decode) -> dict:
+def _settings(sources, seed, ratios, age_range, check_decode, dataset="utkface", folds=0,
+              fold=0, extra=None) -> dict:
     from agr_jax.data.tfds_builders import VERSION
 
-    return {
-        "dataset": "utkface",
+    settings = {
+        "dataset": dataset,
         "builder_version": VERSION,
         "reader_version": utkface.READER_VERSION,
         "sources": list(sources),
@@ -129,13 +156,19 @@ def _settings(sources, seed, ratios, age_range, check_decode) -> dict:
         "age_range": list(age_range) if age_range else None,
         "check_decode": bool(check_decode),
     }
+    # Only non-default options enter the settings, so existing builds keep their names.
+    if folds:
+        settings.update(folds=int(folds), fold=int(fold))
+    settings.update(extra or {})
+    return settings
 
 
 def _config_name(settings: dict) -> str:
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
     r = "-".join(f"{round(x * 100):d}" for x in settings["ratios"])
     ages = "all" if not settings["age_range"] else "{}-{}".format(*settings["age_range"])
-    return f"seed{settings['seed']}_r{r}_age{ages}_{digest}"
+    fold = f"_fold{settings['fold']}of{settings['folds']}" if settings.get("folds") else ""
+    return f"seed{settings['seed']}_r{r}_age{ages}{fold}_{digest}"
 
 
 def prepare(
@@ -147,25 +180,37 @@ def prepare(
     age_range: tuple[int, int] | None = None,
     dataset: str = "utkface",
     check_decode: bool = True,
+    folds: int = 0,
+    fold: int = 0,
+    min_face_score: float | None = None,
 ) -> PrepareReport:
     """Reads ``data_dir`` (folder / archive / list), builds the TFDS dataset in ``out_dir``.
 
     Reuses an existing complete build with identical settings; see module docstring.
+    ``folds`` > 1 selects the k-fold protocol (fold ``fold`` is the test split);
+    ``min_face_score`` applies to IMDB-WIKI only (default 1.0).
     """
     import tensorflow_datasets as tfds
 
     from agr_jax.data import tfds_builders as tb
 
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset {dataset!r} not supported; choose from {DATASETS}")
+    builder_cls, config_cls = builder_classes(dataset)
+    if folds and not (folds >= 2 and 0 <= fold < folds):
+        raise ValueError(f"k-fold: need folds >= 2 and 0 <= fold < folds, got {fold}/{folds}")
+    extra = {}
+    if min_face_score is not None:
+        if dataset != "imdb_wiki":
+            raise ValueError("min_face_score applies to --dataset imdb_wiki only")
+        extra["min_face_score"] = float(min_face_score)
     start = time.perf_counter()
     ratios = utkface.validate_ratios(ratios)
     age_range = utkface.validate_age_range(age_range)
     sources = _as_sources(data_dir)
-    settings = _settings(sources, seed, ratios, age_range, check_decode)
+    settings = _settings(sources, seed, ratios, age_range, check_decode, dataset, folds, fold,
+                         extra)
     name = _config_name(settings)
     out = Path(out_dir).expanduser().resolve()
-    version_dir = out / "utk_face" / name / tb.VERSION
+    version_dir = out / builder_cls.name / name / tb.VERSION
     settings_file = version_dir / tb.SETTINGS_FILE
 
     if settings_file.exists() and json.loads(settings_file.read_text()) == settings:
@@ -175,16 +220,19 @@ def prepare(
         if version_dir.exists():  # left over from an interrupted run: rebuild
             log.warning("Removing incomplete build %s", version_dir)
             shutil.rmtree(version_dir)
-        config = tb.UtkFaceConfig(
+        config = config_cls(
             name=name,
-            description=f"UTKFace from {sources}",
+            description=f"{dataset} from {sources}",
             sources=tuple(sources),
             seed=int(seed),
             ratios=ratios,
             age_range=age_range,
             check_decode=check_decode,
+            folds=int(folds),
+            fold=int(fold),
+            **extra,
         )
-        builder = tb.UtkFace(data_dir=str(out), config=config, file_format="array_record")
+        builder = builder_cls(data_dir=str(out), config=config, file_format="array_record")
         tfds.disable_progress_bar()
         builder.download_and_prepare()
         result = builder.read_result
@@ -294,6 +342,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="train,validation,test fractions (sum to 1)")
     parser.add_argument("--min_age", type=int, default=None)
     parser.add_argument("--max_age", type=int, default=None)
+    parser.add_argument("--folds", type=int, default=0,
+                        help="k-fold protocol: number of timestamp-group folds (0: off)")
+    parser.add_argument("--fold", type=int, default=0, help="k-fold: the fold held out as test")
+    parser.add_argument("--min_face_score", type=float, default=None,
+                        help="imdb_wiki: drop faces scoring below this (default 1.0)")
     parser.add_argument("--no_check_decode", action="store_true",
                         help="skip verifying that every image decodes")
     args = parser.parse_args(argv)
@@ -308,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         report = prepare(
             args.data_dir, args.out, seed=args.seed, ratios=args.ratios, age_range=age_range,
             dataset=args.dataset, check_decode=not args.no_check_decode,
+            folds=args.folds, fold=args.fold, min_face_score=args.min_face_score,
         )
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

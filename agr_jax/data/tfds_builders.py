@@ -41,6 +41,8 @@ class UtkFaceConfig(tfds.core.BuilderConfig):
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     age_range: tuple[int, int] | None = None
     check_decode: bool = True
+    folds: int = 0  # > 1: k-fold protocol, fold `fold` is the test split
+    fold: int = 0
 
 
 class UtkFace(tfds.core.GeneratorBasedBuilder):
@@ -70,6 +72,8 @@ class UtkFace(tfds.core.GeneratorBasedBuilder):
             ratios=list(cfg.ratios),
             age_range=list(cfg.age_range) if cfg.age_range else None,
             check_decode=cfg.check_decode,
+            folds=cfg.folds,
+            fold=cfg.fold,
         )
         return tfds.core.DatasetInfo(
             builder=self,
@@ -94,28 +98,43 @@ class UtkFace(tfds.core.GeneratorBasedBuilder):
         cfg = self.builder_config
         if not cfg.sources:
             raise ValueError("UtkFaceConfig.sources is empty: give the UTKFace folder/archives")
-        result = utkface.read_utkface(list(cfg.sources), check_decode=cfg.check_decode)
+        result = self._read()
         self.read_result = result
         labels = result.labels
         keep = utkface.filter_age(labels, cfg.age_range)
         self.num_age_excluded = len(labels) - len(keep)
         kept = [result.examples[i] for i in keep]
-        splits = utkface.split_by_timestamp([lab for lab, _ in kept], cfg.ratios, cfg.seed)
+        splits = self._split([lab for lab, _ in kept])
         return {
             name: self._generate_examples([kept[i] for i in idx])
             for name, idx in splits.items()
         }
 
+    # Hooks the other datasets' builders (fairface.py, imdb_wiki.py) override.
+    def _read(self) -> utkface.ReadResult:
+        cfg = self.builder_config
+        return utkface.read_utkface(list(cfg.sources), check_decode=cfg.check_decode)
+
+    def _split(self, labels) -> dict[str, list[int]]:
+        """Split name -> example indices; grouped by the labels' `timestamp` (group key)."""
+        cfg = self.builder_config
+        if cfg.folds:
+            return utkface.kfold_split(labels, cfg.folds, cfg.fold, cfg.seed, cfg.ratios)
+        return utkface.split_by_timestamp(labels, cfg.ratios, cfg.seed)
+
+    def _record(self, label, data: bytes) -> dict:
+        return {
+            "image": data,
+            "age": label.age,
+            "gender": label.gender,
+            "race": label.race,
+            "file_name": label.file_name,
+            "timestamp": label.timestamp,
+        }
+
     def _generate_examples(self, examples):
         for label, data in examples:
-            yield label.file_name, {
-                "image": data,
-                "age": label.age,
-                "gender": label.gender,
-                "race": label.race,
-                "file_name": label.file_name,
-                "timestamp": label.timestamp,
-            }
+            yield label.file_name, self._record(label, data)
 
 
 def resolve_dir(tfds_dir: str | Path) -> Path:
@@ -202,6 +221,16 @@ def dataset_info(tfds_dir: str | Path) -> dict:
         "num_examples": int(sum(s.num_examples for s in info.splits.values())),
         "features": list(FEATURE_KEYS),
     }
+    # Class names and dataset-specific age binning (FairFace 7 races, age stored as bins).
+    race = info.features["race"]
+    metadata = dict(info.metadata or {})
+    names = metadata.get("race_names") or getattr(race, "names", None)
+    if names:
+        out["race_names"] = list(names)
+        out["num_races"] = len(names)
+    for key in ("age_bin_edges", "age_note"):
+        if metadata.get(key) is not None:
+            out[key] = metadata[key]
     settings = path / SETTINGS_FILE
     if settings.exists():
         out["settings"] = json.loads(settings.read_text())

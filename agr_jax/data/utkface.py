@@ -372,3 +372,47 @@ def split_by_timestamp(
         out[SPLITS[s]].extend(members)
         done += len(members)
     return {name: sorted(idx) for name, idx in out.items()}
+
+
+def kfold_split(
+    labels: Sequence[UTKLabel],
+    folds: int,
+    fold: int,
+    seed: int = 0,
+    ratios: Sequence[float] = (0.8, 0.1, 0.1),
+) -> dict[str, list[int]]:
+    """Fold ``fold`` of a ``folds``-way split by capture timestamp, as the test split.
+
+    Timestamp groups are shuffled with ``seed`` (same order for every fold) and cut into
+    ``folds`` parts of about equal image counts; part ``fold`` is the test split. The other
+    groups, in the same order, go to validation for the first
+    ``ratios[1] / (ratios[0] + ratios[1])`` of their images, the rest to train. Running
+    folds 0..folds-1 tests every image exactly once.
+    """
+    if folds < 2 or not 0 <= fold < folds:
+        raise ValueError(f"k-fold: need folds >= 2 and 0 <= fold < folds, got {fold}/{folds}")
+    ratios = validate_ratios(ratios)
+    groups: dict[str, list[int]] = collections.defaultdict(list)
+    for i, label in enumerate(labels):
+        groups[label.timestamp].append(i)
+    keys = sorted(groups)
+    order = [keys[k] for k in np.random.default_rng(seed).permutation(len(keys))]
+    total = len(labels)
+    rest: list[str] = []
+    out: dict[str, list[int]] = {name: [] for name in SPLITS}
+    done = 0
+    for key in order:
+        mid = done + len(groups[key]) / 2
+        done += len(groups[key])
+        if min(int(mid * folds / total), folds - 1) == fold:
+            out["test"].extend(groups[key])
+        else:
+            rest.append(key)
+    val_share = ratios[1] / (ratios[0] + ratios[1]) if ratios[0] + ratios[1] > 0 else 0.0
+    val_images = val_share * sum(len(groups[k]) for k in rest)
+    done = 0
+    for key in rest:
+        mid = done + len(groups[key]) / 2
+        done += len(groups[key])
+        out["validation" if mid < val_images else "train"].extend(groups[key])
+    return {name: sorted(idx) for name, idx in out.items()}

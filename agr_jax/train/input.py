@@ -31,6 +31,9 @@ def resolve_tfds_dir(config: ml_collections.ConfigDict, workdir: str | Path) -> 
     out = Path(data.tfds_dir) if data.get("tfds_dir") else workdir / "tfds"
     if jax.process_index() == 0:
         source = data.get("dir")
+        name = data.get("name", "utkface")
+        if not source and name != "utkface":
+            raise ValueError(f"config.data.dir: the {name} dataset needs its root folder")
         if not source:
             source = workdir / "synthetic_utkface"
             if not (source.exists() and any(source.glob("*.jpg"))):
@@ -46,6 +49,11 @@ def resolve_tfds_dir(config: ml_collections.ConfigDict, workdir: str | Path) -> 
             seed=int(data.split_seed),
             ratios=tuple(data.split_ratios),
             age_range=_age_range(data),
+            dataset=name,
+            folds=int(data.get("folds", 0)),
+            fold=int(data.get("fold", 0)),
+            **({"min_face_score": float(data.min_face_score)}
+               if data.get("min_face_score") is not None else {}),
         )
         # A fresh build lists every rejected file; a reused one just summarises.
         log.info("dataset %s:\n%s", out, report.summary() if report.reused else report.format())

@@ -171,6 +171,12 @@ def train_and_evaluate(
         ckpt.wait()
         ckpt.close()
         writer.close()
+    if is_main:
+        from agr_jax import plots
+        from agr_jax.train.metric_writer import read_metrics
+
+        curves = plots.training_curves(read_metrics(workdir), workdir / "training_curves.png")
+        log.info("training curves: %s", curves)
     return val_metrics
 
 

@@ -1,0 +1,94 @@
+"""Markdown evaluation report from the `metrics.full_report` dict (plus figure links)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+HEADLINE = (
+    ("n", "faces"), ("age_mae", "age MAE (years)"), ("age_cs5", "age CS@5"),
+    ("age_bin_acc", "age-bin accuracy"), ("gender_acc", "gender accuracy"),
+    ("gender_macro_f1", "gender macro-F1"), ("race_acc", "race accuracy"),
+    ("race_macro_f1", "race macro-F1"),
+)
+GROUP_COLS = ("n", "age_mae", "age_cs5", "age_bin_acc", "gender_acc", "gender_macro_f1",
+              "race_acc", "race_macro_f1")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return "n/a" if value != value else f"{value:.4f}"
+    return str(value)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _class_section(title: str, section: Mapping[str, Any]) -> list[str]:
+    lines = [f"### {title}", "",
+             f"accuracy {_fmt(section['accuracy'])}, macro-F1 {_fmt(section['macro_f1'])}", ""]
+    lines += _table(
+        ("class", "precision", "recall", "F1", "support"),
+        [(name, s["precision"], s["recall"], s["f1"], s["support"])
+         for name, s in section["per_class"].items()],
+    )
+    names = section["names"]
+    lines += ["", "Confusion (rows true, columns predicted):", ""]
+    lines += _table(("true \\ pred", *names),
+                    [(n, *row) for n, row in zip(names, section["confusion"], strict=True)])
+    return lines + [""]
+
+
+def _group_section(title: str, groups: Mapping[str, Mapping[str, float]],
+                   gaps: Mapping[str, float]) -> list[str]:
+    lines = [f"### {title}", ""]
+    rows = [(name, *(g[c] for c in GROUP_COLS)) for name, g in groups.items()]
+    rows.append(("**max-min gap**", "", *(gaps.get(c, float("nan")) for c in GROUP_COLS[1:])))
+    return lines + _table(("group", *GROUP_COLS), rows) + [""]
+
+
+def markdown(report: Mapping[str, Any], figures: Mapping[str, str], title: str) -> str:
+    """The whole report; `figures` maps a caption to a path relative to the report file."""
+    lines = [f"# {title}", ""]
+    lines += [f"- source: `{report.get('source', '?')}`",
+              f"- protocol: {report.get('protocol', 'split')}",
+              f"- checkpoint: {report.get('checkpoint', '?')} "
+              f"(step {report.get('checkpoint_step', '?')})"]
+    if report.get("flip_tta"):
+        lines.append("- test-time augmentation: horizontal-flip averaging")
+    if "baseline_age_mae" in report:
+        lines.append(f"- predict-the-training-mean age MAE: {_fmt(report['baseline_age_mae'])}")
+    if report.get("age_note"):
+        lines.append(f"- note: {report['age_note']}")
+    lines += ["", "## Headline", ""]
+    lines += _table(("metric", "value"), [(label, report[k]) for k, label in HEADLINE])
+    coral = report["coral"]
+    lo, hi = coral["age_range"]
+    lines += ["", f"CORAL protocol (true ages {lo}-{hi}, {coral['n']:,} faces): "
+              f"age MAE {_fmt(coral['age_mae'])}, CS@5 {_fmt(coral['age_cs5'])}, "
+              f"gender {_fmt(coral['gender_acc'])}, race {_fmt(coral['race_acc'])}.", ""]
+    lines += ["## Fairness: every metric per group", ""]
+    lines += _group_section("By race", report["by_race"], report["gaps"]["race"])
+    lines += _group_section("By gender", report["by_gender"], report["gaps"]["gender"])
+    lines += ["## Age", "", "MAE per true-age decade:", ""]
+    lines += _table(("decade", "faces", "MAE"),
+                    [(d, v["n"], v["age_mae"]) for d, v in report["mae_by_decade"].items()])
+    lines += [""] + _class_section("Age bins", report["age_bins"])
+    lines += ["## Classification", ""]
+    lines += _class_section("Gender", report["gender"])
+    lines += _class_section("Race", report["race"])
+    if figures:
+        lines += ["## Figures", ""]
+        for caption, rel in figures.items():
+            lines += [f"### {caption}", "", f"![{caption}]({rel})", ""]
+    skipped = report.get("skipped") or []
+    if skipped:
+        lines += [f"## Skipped files ({len(skipped):,})", ""]
+        lines += [f"- `{s['file_name']}`: {s['reason']}" for s in skipped]
+        lines.append("")
+    return "\n".join(lines)

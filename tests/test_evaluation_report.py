@@ -1,0 +1,186 @@
+"""Evaluation report: metrics by hand, then one tiny trained run evaluated end to end."""
+
+import json
+
+import numpy as np
+import pytest
+
+from agr_jax import metrics
+
+
+def test_confusion_and_per_class_scores_by_hand():
+    true = np.array([0, 0, 0, 1, 1, 2])
+    pred = np.array([0, 0, 1, 1, 0, 1])
+    rep = metrics.classification_report(pred, true, ["a", "b", "c"])
+    assert rep["confusion"] == [[2, 1, 0], [1, 1, 0], [0, 1, 0]]
+    assert rep["accuracy"] == pytest.approx(3 / 6)
+    a, b, c = (rep["per_class"][k] for k in "abc")
+    assert (a["precision"], a["recall"]) == (pytest.approx(2 / 3), pytest.approx(2 / 3))
+    assert (b["precision"], b["recall"]) == (pytest.approx(1 / 3), pytest.approx(1 / 2))
+    assert c["f1"] == 0.0 and c["support"] == 1
+    assert b["f1"] == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))
+    assert rep["macro_f1"] == pytest.approx((a["f1"] + b["f1"] + 0.0) / 3)
+
+
+def test_age_bins_default_edges():
+    edges = metrics.DEFAULT_AGE_BIN_EDGES
+    assert metrics.age_bin_labels(edges) == [
+        "1-5", "6-12", "13-19", "20-26", "27-34", "35-42", "43-49", "50-61", "62+"]
+    ages = np.array([0, 1, 5, 5.4, 5.6, 6, 12, 13, 26, 27, 61, 62, 116])
+    assert metrics.age_bin_index(ages, edges).tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 3, 4, 7, 8, 8]
+
+
+def _result():
+    rng = np.random.default_rng(0)
+    n = 200
+    age = rng.integers(1, 90, n).astype(np.float32)
+    race = rng.integers(0, 5, n)
+    gender = rng.integers(0, 2, n)
+    # race 1 gets everything wrong on gender and a 10-year age error: a known gap.
+    bad = race == 1
+    return {
+        "age": age,
+        "age_pred": np.where(bad, age + 10, age + 1).astype(np.float32),
+        "gender": gender,
+        "gender_pred": np.where(bad, 1 - gender, gender),
+        "race": race,
+        "race_pred": race,
+        "loss": np.zeros(n, np.float32),
+    }
+
+
+def test_full_report_groups_gaps_decades_coral():
+    res = _result()
+    rep = metrics.full_report(res, ["male", "female"], ["W", "B", "A", "I", "O"])
+    assert rep["n"] == 200
+    bad = res["race"] == 1
+    assert rep["age_mae"] == pytest.approx((10 * bad.sum() + (~bad).sum()) / 200)
+    assert rep["by_race"]["B"]["gender_acc"] == 0.0
+    assert rep["by_race"]["W"]["gender_acc"] == 1.0
+    assert rep["gaps"]["race"]["gender_acc"] == pytest.approx(1.0)
+    assert rep["gaps"]["race"]["age_mae"] == pytest.approx(9.0)
+    assert rep["gaps"]["race"]["race_acc"] == 0.0
+    assert sum(g["n"] for g in rep["by_gender"].values()) == 200
+    assert sum(d["n"] for d in rep["mae_by_decade"].values()) == 200
+    in_coral = (res["age"] >= 21) & (res["age"] <= 60)
+    assert rep["coral"]["n"] == int(in_coral.sum())
+    assert rep["coral"]["age_mae"] == pytest.approx(
+        np.abs(res["age_pred"] - res["age"])[in_coral].mean())
+    json.dumps(rep)  # JSON-ready
+
+
+def test_missing_race_labels_are_not_scored():
+    res = _result()
+    res["race"][:50] = -1
+    rep = metrics.full_report(res, ["male", "female"], ["W", "B", "A", "I", "O"])
+    assert rep["race"]["accuracy"] == 1.0 and rep["race_acc"] == 1.0
+    assert sum(c["support"] for c in rep["race"]["per_class"].values()) == 150
+
+
+def test_flip_tta_averages_mirror_outputs():
+    import jax.numpy as jnp
+
+    from agr_jax.evaluation import flip_tta
+
+    def step(state, batch):  # "age" = mean of the left half: differs under a flip
+        x = batch["image"]
+        left = x[:, :, : x.shape[2] // 2].mean(axis=(1, 2, 3))
+        p = jnp.stack([left, 1 - left], -1)
+        return {"age_pred": left, "gender_prob": p, "gender_pred": jnp.argmax(p, -1),
+                "race_prob": p, "race_pred": jnp.argmax(p, -1), "loss": left}
+
+    img = jnp.zeros((1, 2, 4, 1)).at[:, :, :2].set(1.0)  # left half white
+    out = flip_tta(step)(None, {"image": img})
+    assert float(out["age_pred"][0]) == pytest.approx(0.5)
+    assert float(out["gender_prob"][0, 0]) == pytest.approx(0.5)
+
+
+# --- End to end: a tiny run, then python -m agr_jax.evaluate's library function -----------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, synthetic_dir):
+    from conftest import make_tiny_config
+
+    from agr_jax.train.loop import train_and_evaluate
+
+    config = make_tiny_config(**{"data.dir": str(synthetic_dir), "data.image_size": 16,
+                                 "eval_batch_size": 32})
+    config.eval_flip_tta = True
+    workdir = tmp_path_factory.mktemp("eval_run")
+    train_and_evaluate(config, workdir)
+    return workdir
+
+
+def test_training_curves_png_written(trained):
+    png = trained / "training_curves.png"
+    assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_writes_json_markdown_and_figures(trained):
+    from agr_jax.evaluation import evaluate_workdir
+
+    rep = evaluate_workdir(trained, "test")
+    saved = json.loads((trained / "eval" / "test.json").read_text())
+    for key in ("age_mae", "gender_acc", "race_acc", "n", "age_cs5", "age_bin_acc"):
+        assert key in saved
+    assert saved["n"] == rep["n"] > 0 and saved["flip_tta"] is True
+    assert set(saved["by_race"]) <= {"White", "Black", "Asian", "Indian", "Others"}
+    assert "seeded split by capture timestamp" in saved["protocol"]
+    md = (trained / "eval" / "test.md").read_text()
+    for text in ("## Headline", "By race", "max-min gap", "CORAL", "Confusion", "MAE per"):
+        assert text in md
+    for rel in saved["figures"].values():
+        path = trained / "eval" / rel
+        assert path.read_bytes()[:4] == b"\x89PNG"
+        assert f"]({rel})" in md
+    assert len(saved["figures"]) == 7
+
+    coral = evaluate_workdir(trained, "test", protocol="coral", figures=False)
+    assert coral["n"] == rep["coral"]["n"]
+    assert coral["age_mae"] == pytest.approx(rep["coral"]["age_mae"])
+    assert (trained / "eval" / "test_coral.json").exists()
+    with pytest.raises(ValueError, match="kfold"):
+        evaluate_workdir(trained, "test", protocol="kfold", figures=False)
+
+
+def test_evaluate_folder_lists_skipped(trained, synthetic_dir):
+    from agr_jax.data import synthetic
+    from agr_jax.evaluation import evaluate_workdir
+
+    rep = evaluate_workdir(trained, data_dir=synthetic_dir, figures=False)
+    assert rep["n"] == 120
+    assert {s["file_name"] for s in rep["skipped"]} == set(synthetic.MALFORMED)
+    md = (trained / "eval" / f"{synthetic_dir.name}.md").read_text()
+    assert "Skipped files" in md
+
+
+def test_protocol_descriptions():
+    from agr_jax.evaluation import _protocol_text
+
+    fold = {"folds": 5, "fold": 2, "seed": 0}
+    assert "fold 2 of 5" in _protocol_text("kfold", fold, folder=False)
+    assert _protocol_text("coral", fold, folder=False).startswith("CORAL: true ages 21-60")
+    assert "seeded split" in _protocol_text("split", {"seed": 0, "ratios": [0.8, 0.1, 0.1]},
+                                            folder=False)
+    assert "by person" in _protocol_text("split", {"dataset": "imdb_wiki", "seed": 0},
+                                         folder=False)
+    with pytest.raises(ValueError, match="--folds"):
+        _protocol_text("kfold", {"seed": 0}, folder=False)
+
+
+def test_summarize_folds_mean_std():
+    from agr_jax.evaluation import summarize_folds
+
+    res = _result()
+    names = ["W", "B", "A", "I", "O"]
+    folds = []
+    for k in range(3):
+        part = metrics.subset(res, np.arange(len(res["age"])) % 3 == k)
+        folds.append(metrics.full_report(part, ["male", "female"], names))
+    summary = summarize_folds(folds)
+    maes = [f["age_mae"] for f in folds]
+    assert summary["folds"] == 3 and summary["mean"]["n"] == pytest.approx(200 / 3)
+    assert summary["mean"]["age_mae"] == pytest.approx(np.mean(maes))
+    assert summary["std"]["age_mae"] == pytest.approx(np.std(maes, ddof=1))
+    assert summary["mean"]["race_gap_gender_acc"] == pytest.approx(1.0)
+    assert [f["age_mae"] for f in summary["per_fold"]] == maes
