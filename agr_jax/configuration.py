@@ -1,8 +1,8 @@
 """Config checks and persistence: fail before any compilation, naming the key at fault.
 
 Keys and types are checked against a reference schema, data-driven so that new keys cost
-one line: every key of `configs/quickstart.py` (the base config) with its type, plus
-`OPTIONAL_KEYS` (keys other configs may set), plus the constructor fields of the chosen
+one line: every key of `agr_jax/defaults.py` (the base config) with its type, plus
+`OPTIONAL_KEYS` (keys without a natural default), plus the constructor fields of the chosen
 backbone under `model.*`. Subtrees in `OPEN_KEYS` hold user-chosen keys and are not checked.
 A new config key belongs in the base config (with its default) or in `OPTIONAL_KEYS`.
 """
@@ -13,7 +13,6 @@ import dataclasses
 import functools
 import inspect
 import json
-import runpy
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,28 +20,27 @@ from typing import Any
 import jax
 import ml_collections
 
-from agr_jax import models
-from agr_jax.data import utkface
+from agr_jax import defaults, models
+from agr_jax.data import fairface, utkface
 from agr_jax.train import optim
 
 CONFIG_FILE = "config.json"
 DTYPES = ("float32", "bfloat16", "float16")
 PARALLEL = ("none", "shard_map", "pmap")
-SCHEMA_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart.py"
 # Keys the base config does not set but the code reads: dotted key -> accepted types.
 OPTIONAL_KEYS: dict[str, tuple[type, ...]] = {
-    "skip_nonfinite": (bool,),
     "tasks.age_bins": (list, tuple, type(None)),
     "tasks.num_races": (int, type(None)),
     "optimizer.lr_multipliers": (dict, type(None)),
     "optimizer.nesterov": (bool,),
     "optimizer.final_lr_fraction": (float, int),
     "optimizer.pct_start": (float, int),
-    "data.augment.pad_crop": (int,),
+    "data.min_face_score": (float, int, type(None)),
+    "eval_age_bin_edges": (list, tuple, type(None)),
 }
 OPEN_KEYS = ("optimizer.lr_multipliers",)
 # Race classes each dataset labels (UTKFace 5; FairFace would be 7).
-DATASET_RACES = {"utkface": len(utkface.RACES)}
+DATASET_RACES = {"utkface": utkface.RACES, "fairface": fairface.RACES, "imdb_wiki": utkface.RACES}
 BINNED_AGE_MODES = ("bins", "ordinal")
 _BACKBONE_FIXED = {"dtype", "param_dtype", "bn_axis_name", "parent", "name"}
 
@@ -67,7 +65,7 @@ def schema() -> dict[str, tuple[type, ...]]:
 
 def base_config() -> ml_collections.ConfigDict:
     """A fresh copy of the reference (base) config the schema is read from."""
-    return runpy.run_path(str(SCHEMA_CONFIG))["get_config"]()
+    return defaults.get_config()
 
 
 def _accepted(kind: type) -> tuple[type, ...]:
@@ -160,6 +158,7 @@ def validate(
     require(config.batch_size > 0, "batch_size", "a positive global batch size")
     require(config.eval_batch_size > 0, "eval_batch_size", "a positive batch size")
     require(config.data.image_size >= 16, "data.image_size", "at least 16 pixels")
+    require(config.data.name in DATASET_RACES, "data.name", f"one of {sorted(DATASET_RACES)}")
     require(
         config.num_epochs > 0 or config.total_steps > 0, "num_epochs", "> 0 (or total_steps > 0)"
     )
@@ -207,10 +206,11 @@ def _check_combinations(
                 )
     dataset = config.data.name
     races = config.tasks.get("num_races")
-    if races and dataset in DATASET_RACES and races != DATASET_RACES[dataset]:
+    labelled = DATASET_RACES[dataset]
+    if races and races != len(labelled):
         raise ValueError(
             f"config.tasks.num_races: {races} race classes, but data.name={dataset!r} labels "
-            f"{DATASET_RACES[dataset]} ({', '.join(utkface.RACES)})"
+            f"{len(labelled)} ({', '.join(labelled)})"
         )
     mode = config.tasks.get("age_mode", "regression")
     if mode in BINNED_AGE_MODES and not config.tasks.get("age_bins"):

@@ -34,63 +34,30 @@ When the model zoo lands (issue with `resnet18`): switch to
 max-pool, 20 epochs: the DESIGN.md §5 recipe, which beat the targets in PyTorch.
 """
 
-from ml_collections import config_dict
+from agr_jax.defaults import get_config as base_config
 
 
-def get_config() -> config_dict.ConfigDict:
-    c = config_dict.ConfigDict()
+def get_config():
+    c = base_config()
     c.name = "utkface_cpu"
-    c.seed = 0
-
-    c.data = config_dict.ConfigDict()
-    c.data.name = "utkface"
     c.data.dir = "../shared/utkface"
     c.data.tfds_dir = "runs/utk_tfds"
-    c.data.synthetic_num = 0  # unused: data.dir is set
     c.data.image_size = 96
-    c.data.split_seed = 0
-    c.data.split_ratios = (0.8, 0.1, 0.1)
-    c.data.min_age = -1
-    c.data.max_age = -1
-    c.data.folds = 0  # k-fold protocol: > 1 folds, `fold` held out as test (README)
-    c.data.fold = 0
-    c.data.worker_count = 0  # decoding at reduced DCT scale is cheap; threads suffice
-    # Flip + pad-crop as in the reference; no rotation (PIL per image costs CPU here).
-    c.data.augment = config_dict.ConfigDict(dict(flip=True, pad_crop=8))
-
-    c.model = config_dict.ConfigDict()
-    c.model.name = "ror"
+    c.data.augment.update(flip=True, pad_crop=8)
     c.model.width = 24
     c.model.stage_sizes = (1, 1, 1, 1)
     c.model.head_hidden = (128,)
     c.model.pooling = "avg"
     c.model.dropout = 0.1
-
-    c.tasks = config_dict.ConfigDict()
-    c.tasks.age_mode = "regression"
-    c.tasks.max_age = 116.0
-    c.tasks.weights = config_dict.ConfigDict(dict(age=10.0, gender=1.0, race=1.0))
-
+    c.tasks.weights.age = 10.0
     c.batch_size = 128
-    c.eval_batch_size = 256
     c.num_epochs = 16
-    c.total_steps = 0  # > 0 overrides num_epochs (the timing probe uses 30)
-    c.dtype = "float32"  # bfloat16 is slower than float32 on CPU
-    c.param_dtype = "float32"
-    c.parallel = "none"
-    c.eval_flip_tta = True  # evaluate: average the outputs on each face and its mirror
-
-    c.optimizer = config_dict.ConfigDict()
+    c.eval_flip_tta = True
     c.optimizer.name = "adamw"
     c.optimizer.learning_rate = 2e-3
     c.optimizer.schedule = "onecycle"
     c.optimizer.pct_start = 0.25
-    c.optimizer.warmup_steps = 0
     c.optimizer.weight_decay = 0.01
-    c.optimizer.momentum = 0.9
     c.optimizer.grad_clip = 5.0  # guards against spikes only
-
     c.log_every_steps = 20
-    c.checkpoint_every_steps = 0  # at the end of every epoch
-    c.prefetch = 2
     return c

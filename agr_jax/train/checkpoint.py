@@ -141,7 +141,14 @@ class Checkpoints:
         faults.maybe_kill("save", step)
 
     def save_best(self, step: int, state: Any, metrics: dict[str, float], meta: dict) -> None:
-        """Offer a checkpoint to the best manager; it keeps only the lowest `best_metric`."""
+        """Offer a checkpoint to the best manager; it keeps only the lowest `best_metric`.
+
+        A run resumed from an earlier `latest` checkpoint re-trains steps whose best candidate
+        may already be saved (killed between the two saves); with exact resume that state is
+        the same, so it is kept rather than written twice.
+        """
+        if step in self.best.all_steps():
+            return
         self.best.save(
             step,
             args=ocp.args.Composite(

@@ -1,0 +1,66 @@
+"""Every config key with its default: the base all `configs/*.py` derive from.
+
+It is also the schema `configuration.validate` checks keys and types against, so a new key
+belongs here with its default (or, for keys without a natural default, in
+`configuration.OPTIONAL_KEYS`). Living in the package, it works wherever a config file is.
+"""
+
+from ml_collections import config_dict
+
+
+def get_config() -> config_dict.ConfigDict:
+    c = config_dict.ConfigDict()
+    c.name = "default"
+    c.seed = 0
+
+    c.data = config_dict.ConfigDict()
+    c.data.name = "utkface"  # utkface | fairface | imdb_wiki
+    c.data.dir = config_dict.placeholder(str)  # unset -> synthetic set under the workdir
+    c.data.tfds_dir = config_dict.placeholder(str)  # unset -> <workdir>/tfds
+    c.data.synthetic_num = 4000
+    c.data.image_size = 64
+    c.data.split_seed = 0
+    c.data.split_ratios = (0.8, 0.1, 0.1)
+    c.data.folds = 0  # k-fold protocol: > 1 folds, `fold` held out as the test split
+    c.data.fold = 0
+    c.data.min_age = -1  # -1: no age filter
+    c.data.max_age = -1
+    c.data.worker_count = 0
+    c.data.augment = config_dict.ConfigDict(
+        dict(flip=True, rotate_deg=0.0, pad_crop=0, noise_std=0.0)
+    )
+
+    c.model = config_dict.ConfigDict()
+    c.model.name = "ror"
+    c.model.head_hidden = (128, 128)
+    c.model.pooling = "max"
+    c.model.dropout = 0.0
+
+    c.tasks = config_dict.ConfigDict()
+    c.tasks.age_mode = "regression"
+    c.tasks.max_age = 116.0
+    c.tasks.weights = config_dict.ConfigDict(dict(age=1.0, gender=1.0, race=1.0))
+
+    c.batch_size = 64
+    c.eval_batch_size = 256
+    c.num_epochs = 10
+    c.total_steps = 0  # > 0 overrides num_epochs
+    c.dtype = "float32"
+    c.param_dtype = "float32"
+    c.parallel = "none"
+    c.eval_flip_tta = False  # evaluate: average outputs on each face and its mirror
+    c.skip_nonfinite = False  # True: skip (and count) steps with a NaN/Inf loss or gradient
+
+    c.optimizer = config_dict.ConfigDict()
+    c.optimizer.name = "adam"
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.schedule = "cosine"
+    c.optimizer.warmup_steps = 0
+    c.optimizer.weight_decay = 0.0
+    c.optimizer.momentum = 0.9
+    c.optimizer.grad_clip = 0.0
+
+    c.log_every_steps = 50
+    c.checkpoint_every_steps = 0  # 0: at the end of every epoch
+    c.prefetch = 2
+    return c
