@@ -7,7 +7,7 @@ from pathlib import Path
 
 import ml_collections
 
-from agr_jax import models
+from agr_jax import models, tasks
 from agr_jax.train import optim
 
 CONFIG_FILE = "config.json"
@@ -39,6 +39,23 @@ def validate(config: ml_collections.ConfigDict) -> None:
     )
     require(config.optimizer.learning_rate > 0, "optimizer.learning_rate", "> 0")
     require(config.get("parallel", "none") in PARALLEL, "parallel", f"one of {PARALLEL}")
+    tasks_cfg = config.get("tasks", {})
+    age_mode = tasks_cfg.get("age_mode", "regression")
+    require(age_mode in tasks.AGE_MODES, "tasks.age_mode", f"one of {tasks.AGE_MODES}")
+    require(
+        tasks_cfg.get("weighting", "fixed") in tasks.WEIGHTINGS,
+        "tasks.weighting",
+        f"one of {tasks.WEIGHTINGS}",
+    )
+    if age_mode != "regression":
+        require(
+            tasks_cfg.get("age_bins") not in (None, "", ()),
+            "tasks.age_bins",
+            f"age-bin edges for age_mode {age_mode!r}: a preset "
+            f"{sorted([*tasks.AGE_BIN_PRESETS, tasks.FIVE_YEAR])} or K+1 increasing edges",
+        )
+        tasks.resolve_age_edges(tasks_cfg.age_bins, float(tasks_cfg.get("max_age", 116.0)))
+    optim.parse_lr_multipliers(config.optimizer.get("lr_multipliers", ()))
     ratios = tuple(config.data.split_ratios)
     require(
         len(ratios) == 3 and min(ratios) >= 0 and abs(sum(ratios) - 1) < 1e-6,
@@ -50,6 +67,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def config_get(config: ml_collections.ConfigDict, dotted: str):
     node = config
     for part in dotted.split("."):
+        if part not in node:
+            return None  # unset key: reported as None
         node = node[part]
     return node
 

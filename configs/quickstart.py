@@ -38,9 +38,11 @@ def get_config() -> config_dict.ConfigDict:
     c.model.dropout = 0.0
 
     c.tasks = config_dict.ConfigDict()
-    c.tasks.age_mode = "regression"
+    c.tasks.age_mode = "regression"  # or "bins" / "ordinal" (then set tasks.age_bins)
+    c.tasks.age_bins = None  # preset ("utkface9", "5year", "intervals4", "fairface9") or edges
     c.tasks.max_age = 116.0
     c.tasks.weights = config_dict.ConfigDict(dict(age=10.0, gender=1.0, race=1.0))
+    c.tasks.weighting = "fixed"  # or "learned" (uncertainty weighting, trainable s_t)
 
     c.batch_size = 64
     c.eval_batch_size = 256
@@ -58,6 +60,7 @@ def get_config() -> config_dict.ConfigDict:
     c.optimizer.weight_decay = 0.0
     c.optimizer.momentum = 0.9
     c.optimizer.grad_clip = 1.0
+    c.optimizer.lr_multipliers = ()  # ((glob over param paths, multiplier), ...); 0 freezes
 
     c.log_every_steps = 20
     c.checkpoint_every_steps = 0  # 0: at the end of every epoch

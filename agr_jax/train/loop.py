@@ -34,7 +34,11 @@ def build_model_and_spec(config: ml_collections.ConfigDict, tfds_dir: str | Path
     info = tfds_builders.dataset_info(tfds_dir)
     spec = tasks.TaskSpec.from_config(config.tasks, num_races=int(info.get("num_races", 5)))
     model = models.build_from_config(
-        config.model, spec.output_sizes(), dtype=config.dtype, param_dtype=config.param_dtype
+        config.model,
+        spec.output_sizes(),
+        dtype=config.dtype,
+        param_dtype=config.param_dtype,
+        **spec.model_options(),
     )
     return model, spec
 
