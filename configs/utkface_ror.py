@@ -11,6 +11,6 @@ from configs import common
 
 
 def get_config():
-    c = common.zoo_config("ror", image_size=64, batch_size=128, width=16, stage_sizes=(2, 2, 2, 2))
+    c = common.zoo_config("ror", image_size=64, batch_size=128, width=32, stage_sizes=(2, 2, 2, 2))
     c.name = "utkface_ror"
     return c
