@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import FAST_COMPILE
 
 from agr_jax import models, tasks
 from agr_jax.train.optim import make_optimizer
@@ -29,7 +30,7 @@ def _size(tree) -> int:
 
 
 @pytest.fixture(scope="module")
-def trained():
+def trained(fast_jit):
     """Adam with the backbone frozen, learned task weights; three steps. One compile."""
     spec = tasks.TaskSpec(weighting="learned")
     model = models.build(
@@ -43,9 +44,9 @@ def trained():
         "lr_multipliers": (("backbone/*", 0.0), ("head/race/*", 0.1)),
     }
     tx = make_optimizer(cfg, 10)
-    state = create_train_state(model, tx, (SIZE, SIZE, 3), seed=0)
+    state = create_train_state(model, tx, (SIZE, SIZE, 3), 0, compiler_options=FAST_COMPILE)
     initial = jax.device_get(state)
-    step = jax.jit(make_train_step(model, tx, spec))
+    step = fast_jit(make_train_step(model, tx, spec))
     history = []
     for i in range(3):
         state, m = step(state, _batch(i))
