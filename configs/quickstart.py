@@ -39,7 +39,8 @@ def get_config() -> config_dict.ConfigDict:
 
     c.tasks = config_dict.ConfigDict()
     c.tasks.age_mode = "regression"  # or "bins" / "ordinal" (then set tasks.age_bins)
-    c.tasks.age_bins = config_dict.placeholder(object)  # preset ("utkface9", "5year", "intervals4", "fairface9") or edges
+    # Age-bin preset ("utkface9", "5year", "intervals4", "fairface9") or K+1 edges in years.
+    c.tasks.age_bins = config_dict.placeholder(object)
     c.tasks.max_age = 116.0
     c.tasks.weights = config_dict.ConfigDict(dict(age=10.0, gender=1.0, race=1.0))
     c.tasks.weighting = "fixed"  # or "learned" (uncertainty weighting, trainable s_t)
