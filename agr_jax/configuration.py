@@ -3,7 +3,7 @@
 Keys and types are checked against a reference schema, data-driven so that new keys cost
 one line: every key of `agr_jax/defaults.py` (the base config) with its type, plus
 `OPTIONAL_KEYS` (keys without a natural default), plus the constructor fields of the chosen
-backbone under `model.*`. Subtrees in `OPEN_KEYS` hold user-chosen keys and are not checked.
+backbone under `model.*`.
 A new config key belongs in the base config (with its default) or in `OPTIONAL_KEYS`.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from agr_jax import defaults, models
+from agr_jax import defaults, models, tasks
 from agr_jax.data import fairface, utkface
 from agr_jax.train import optim
 
@@ -29,19 +29,15 @@ DTYPES = ("float32", "bfloat16", "float16")
 PARALLEL = ("none", "shard_map", "pmap")
 # Keys the base config does not set but the code reads: dotted key -> accepted types.
 OPTIONAL_KEYS: dict[str, tuple[type, ...]] = {
-    "tasks.age_bins": (list, tuple, type(None)),
     "tasks.num_races": (int, type(None)),
-    "optimizer.lr_multipliers": (dict, type(None)),
     "optimizer.nesterov": (bool,),
     "optimizer.final_lr_fraction": (float, int),
     "optimizer.pct_start": (float, int),
     "data.min_face_score": (float, int, type(None)),
     "eval_age_bin_edges": (list, tuple, type(None)),
 }
-OPEN_KEYS = ("optimizer.lr_multipliers",)
 # Race classes each dataset labels (UTKFace 5; FairFace would be 7).
 DATASET_RACES = {"utkface": utkface.RACES, "fairface": fairface.RACES, "imdb_wiki": utkface.RACES}
-BINNED_AGE_MODES = ("bins", "ordinal")
 _BACKBONE_FIXED = {"dtype", "param_dtype", "bn_axis_name", "parent", "name"}
 
 
@@ -88,7 +84,7 @@ def _leaves(tree: Mapping, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in tree.items():
         out[prefix + key] = value
-        if isinstance(value, Mapping) and prefix + key not in OPEN_KEYS:
+        if isinstance(value, Mapping):
             out.update(_leaves(value, f"{prefix}{key}."))
     return out
 
@@ -174,6 +170,23 @@ def validate(
     )
     require(config.optimizer.learning_rate > 0, "optimizer.learning_rate", "> 0")
     require(config.get("parallel", "none") in PARALLEL, "parallel", f"one of {PARALLEL}")
+    tasks_cfg = config.get("tasks", {})
+    age_mode = tasks_cfg.get("age_mode", "regression")
+    require(age_mode in tasks.AGE_MODES, "tasks.age_mode", f"one of {tasks.AGE_MODES}")
+    require(
+        tasks_cfg.get("weighting", "fixed") in tasks.WEIGHTINGS,
+        "tasks.weighting",
+        f"one of {tasks.WEIGHTINGS}",
+    )
+    if age_mode != "regression":
+        require(
+            tasks_cfg.get("age_bins") not in (None, "", ()),
+            "tasks.age_bins",
+            f"age-bin edges for age_mode {age_mode!r}: a preset "
+            f"{sorted([*tasks.AGE_BIN_PRESETS, tasks.FIVE_YEAR])} or K+1 increasing edges",
+        )
+        tasks.resolve_age_edges(tasks_cfg.age_bins, float(tasks_cfg.get("max_age", 116.0)))
+    optim.parse_lr_multipliers(config.optimizer.get("lr_multipliers", ()))
     ratios = tuple(config.data.split_ratios)
     require(
         len(ratios) == 3 and min(ratios) >= 0 and abs(sum(ratios) - 1) < 1e-6,
@@ -212,17 +225,13 @@ def _check_combinations(
             f"config.tasks.num_races: {races} race classes, but data.name={dataset!r} labels "
             f"{len(labelled)} ({', '.join(labelled)})"
         )
-    mode = config.tasks.get("age_mode", "regression")
-    if mode in BINNED_AGE_MODES and not config.tasks.get("age_bins"):
-        raise ValueError(
-            f"config.tasks.age_bins: tasks.age_mode={mode!r} needs age bin edges in "
-            "tasks.age_bins (e.g. (0, 3, 8, 13, 20, 33, 45, 60, 117)); none set"
-        )
 
 
 def config_get(config: ml_collections.ConfigDict, dotted: str):
     node = config
     for part in dotted.split("."):
+        if part not in node:
+            return None  # unset key: reported as None
         node = node[part]
     return node
 

@@ -5,6 +5,8 @@ belongs here with its default (or, for keys without a natural default, in
 `configuration.OPTIONAL_KEYS`). Living in the package, it works wherever a config file is.
 """
 
+from typing import Any
+
 from ml_collections import config_dict
 
 
@@ -37,9 +39,12 @@ def get_config() -> config_dict.ConfigDict:
     c.model.dropout = 0.0
 
     c.tasks = config_dict.ConfigDict()
-    c.tasks.age_mode = "regression"
+    c.tasks.age_mode = "regression"  # or "bins" / "ordinal" (then set tasks.age_bins)
+    # Age-bin preset ("utkface9", "5year", "intervals4", "fairface9") or K+1 edges in years.
+    c.tasks.age_bins = config_dict.placeholder(object)
     c.tasks.max_age = 116.0
     c.tasks.weights = config_dict.ConfigDict(dict(age=1.0, gender=1.0, race=1.0))
+    c.tasks.weighting = "fixed"  # or "learned" (uncertainty weighting, trainable s_t)
 
     c.batch_size = 64
     c.eval_batch_size = 256
@@ -59,8 +64,30 @@ def get_config() -> config_dict.ConfigDict:
     c.optimizer.weight_decay = 0.0
     c.optimizer.momentum = 0.9
     c.optimizer.grad_clip = 0.0
+    c.optimizer.lr_multipliers = ()  # ((glob over param paths, multiplier), ...); 0 freezes
 
     c.log_every_steps = 50
     c.checkpoint_every_steps = 0  # 0: at the end of every epoch
     c.prefetch = 2
+    return c
+
+
+def zoo_config(
+    backbone: str, image_size: int, batch_size: int = 64, **model_options: Any
+) -> config_dict.ConfigDict:
+    """UTKFace training of `backbone` at its reference `image_size` under the shared heads
+    (the model-zoo configs `configs/utkface_<backbone>.py` are this plus their options)."""
+    c = get_config()
+    c.name = f"utkface_{backbone}"
+    c.data.image_size = image_size
+    c.data.augment.update(flip=True, rotate_deg=8.0, noise_std=0.02)
+    c.model.name = backbone
+    c.model.update(model_options)
+    c.tasks.weights.age = 10.0  # MSE on age/116 is small beside the cross-entropies
+    c.batch_size = batch_size
+    c.eval_batch_size = 2 * batch_size
+    c.num_epochs = 30
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.warmup_steps = 500
+    c.optimizer.grad_clip = 1.0
     return c

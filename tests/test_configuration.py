@@ -59,7 +59,7 @@ def test_optional_and_backbone_keys_are_accepted():
     config = base()
     config.model.expansion = 2  # a RoR constructor field, not in the base config
     config.tasks.age_bins = (0, 13, 20, 40, 117)
-    config.optimizer.lr_multipliers = {"backbone": 0.1, "head_age": 2.0}  # free-form keys
+    config.optimizer.lr_multipliers = (("backbone/*", 0.1), ("head/age/*", 2.0))
     config.optimizer.nesterov = False
     configuration.validate(config)
 
@@ -143,7 +143,7 @@ def test_seven_race_classes_on_utkface():
 def test_age_mode_without_bins(mode):
     config = base()
     config.tasks.age_mode = mode
-    with pytest.raises(ValueError, match=rf"config.tasks.age_bins: tasks.age_mode='{mode}'"):
+    with pytest.raises(ValueError, match=rf"config.tasks.age_bins: .*age_mode '{mode}'"):
         configuration.validate(config)
     config.tasks.age_bins = ()
     with pytest.raises(ValueError, match="config.tasks.age_bins"):

@@ -12,15 +12,14 @@ Dtype = Any
 
 
 def conv_factory(dtype: Dtype, param_dtype: Dtype, **defaults: Any):
-    """A `nn.Conv` partial with the model's compute/storage dtypes and He init."""
-    return functools.partial(
-        nn.Conv,
-        use_bias=False,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+    """A `nn.Conv` partial with the model's compute/storage dtypes and He init (no bias unless
+    `use_bias=True` is among `defaults`)."""
+    defaults = {
+        "use_bias": False,
+        "kernel_init": nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
         **defaults,
-    )
+    }
+    return functools.partial(nn.Conv, dtype=dtype, param_dtype=param_dtype, **defaults)
 
 
 def norm_factory(
@@ -45,6 +44,34 @@ def norm_factory(
 
 def dense_factory(dtype: Dtype, param_dtype: Dtype):
     return functools.partial(nn.Dense, dtype=dtype, param_dtype=param_dtype)
+
+
+def scaled(channels: int, width: float) -> int:
+    """Channel count under a width multiplier (tiny test variants), never below 1."""
+    return max(1, int(channels * width))
+
+
+class SeparableConv(nn.Module):
+    """Depthwise k x k then pointwise 1x1 conv: Keras `SeparableConv2D` (no bias) as two convs."""
+
+    features: int
+    kernel_size: tuple[int, int] = (3, 3)
+    strides: int = 1
+    padding: Any = "SAME"
+    conv: Any = None
+
+    @nn.compact
+    def __call__(self, x):
+        channels = x.shape[-1]
+        x = self.conv(
+            channels,
+            self.kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+            feature_group_count=channels,
+            name="depthwise",
+        )(x)
+        return self.conv(self.features, (1, 1), name="pointwise")(x)
 
 
 def to_dtype(name: str | Dtype) -> Dtype:

@@ -43,7 +43,11 @@ def build_model_and_spec(config: ml_collections.ConfigDict, tfds_dir: str | Path
         )
     spec = tasks.TaskSpec.from_config(config.tasks, num_races=num_races)
     model = models.build_from_config(
-        config.model, spec.output_sizes(), dtype=config.dtype, param_dtype=config.param_dtype
+        config.model,
+        spec.output_sizes(),
+        dtype=config.dtype,
+        param_dtype=config.param_dtype,
+        **spec.model_options(),
     )
     return model, spec
 

@@ -24,12 +24,16 @@ def create_train_state(
     tx: optax.GradientTransformation,
     image_shape: tuple[int, int, int],
     seed: int,
+    compiler_options: dict[str, Any] | None = None,
 ) -> TrainState:
-    """Initialise params, BN statistics and optimiser state deterministically from `seed`."""
+    """Initialise params, BN statistics and optimiser state deterministically from `seed`.
+
+    `compiler_options` go to `jax.jit` (tests pass cheap-compile XLA options)."""
     init_key, dropout_key = jax.random.split(jax.random.key(seed))
-    variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, *image_shape)), train=False))(
-        init_key
-    )
+    variables = jax.jit(
+        lambda k: model.init(k, jnp.zeros((1, *image_shape)), train=False),
+        compiler_options=compiler_options,
+    )(init_key)
     params = variables["params"]
     return TrainState(
         step=jnp.zeros((), jnp.int32),

@@ -50,7 +50,7 @@ def make_train_step(
             )
             per_example = tasks.per_example_losses(outputs, batch, spec)
             task_losses = {t: jnp.mean(v) for t, v in per_example.items()}
-            total = tasks.weighted_total(task_losses, spec)
+            total = tasks.weighted_total(task_losses, spec, params.get("loss_log_vars"))
             return total, (task_losses, new_vars.get("batch_stats", {}), outputs)
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -66,6 +66,7 @@ def make_train_step(
             "gender_acc": jnp.mean((preds["gender"] == batch["gender"]).astype(jnp.float32)),
             "race_acc": jnp.mean((preds["race"] == batch["race"]).astype(jnp.float32)),
             "grad_norm": optax.global_norm(grads),
+            **{f"task_weight_{t}": jnp.exp(-s) for t, s in params.get("loss_log_vars", {}).items()},
         }
         metrics = _pmean(metrics, axis_name)
         finite = jnp.isfinite(metrics["grad_norm"])
@@ -106,7 +107,7 @@ def make_eval_step(
             "race_pred": preds["race"],
             "gender_prob": preds["gender_prob"],
             "race_prob": preds["race_prob"],
-            "loss": tasks.weighted_total(losses, spec),
+            "loss": tasks.weighted_total(losses, spec, state.params.get("loss_log_vars")),
             **{f"loss_{t}": v for t, v in losses.items()},
         }
 

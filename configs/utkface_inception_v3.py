@@ -1,0 +1,16 @@
+"""Inception v3, Keras `applications.InceptionV3` layout, at 224 px.
+
+    python -m agr_jax.train --config configs/utkface_inception_v3.py \
+        --config.data.dir=/path/to/UTKFace --workdir runs/utkface_inception_v3
+    python -m agr_jax.evaluate --workdir runs/utkface_inception_v3 --split test
+
+Expected result: not yet measured (a reference config for the model zoo; see README).
+"""
+
+from agr_jax.defaults import zoo_config
+
+
+def get_config():
+    c = zoo_config("inception_v3", image_size=224, batch_size=64)
+    c.name = "utkface_inception_v3"
+    return c

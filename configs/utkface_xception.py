@@ -1,0 +1,16 @@
+"""Xception, Keras `applications.Xception` layout, at 224 px.
+
+    python -m agr_jax.train --config configs/utkface_xception.py \
+        --config.data.dir=/path/to/UTKFace --workdir runs/utkface_xception
+    python -m agr_jax.evaluate --workdir runs/utkface_xception --split test
+
+Expected result: not yet measured (a reference config for the model zoo; see README).
+"""
+
+from agr_jax.defaults import zoo_config
+
+
+def get_config():
+    c = zoo_config("xception", image_size=224, batch_size=64)
+    c.name = "utkface_xception"
+    return c
