@@ -23,6 +23,9 @@ class TorchStep:
                  seed: int = 0):
         torch.manual_seed(seed)
         torch.set_num_threads(os.cpu_count() or 1)
+        # Denormals appear as the weights train and slow eager CPU kernels many-fold; XLA
+        # flushes them, so PyTorch does too (the fair, faster setting).
+        torch.set_flush_denormal(True)
         self.model = torch_reference.build(name, **model_kwargs)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=fmt).train()

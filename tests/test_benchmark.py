@@ -54,6 +54,7 @@ def tiny_report(tmp_path_factory):
         steps=2, windows=2, vs_pytorch=("ror",) if HAS_TORCH else (),
         pipeline_image_size=16, pipeline_batch=8, pipeline_workers=1, pipeline_sample=48,
         pipeline_batches=3, inference_batch=8, peak_matmul_size=256, synthetic_num=80,
+        accelerator=True,  # adds per-device img/s and MFU (None: no bf16 peak known for CPU)
     )
     work = tmp_path_factory.mktemp("bench")
     return suite.run_suite(tiny, data_dir=work / "absent", work_dir=work)
@@ -71,6 +72,7 @@ def test_report_has_every_section_with_sane_values(tiny_report):
     assert step["flops_per_img"] == 3 * flops.forward_flops(model, 16) > 0
     assert 0 < step["utilisation"] < 5 and r["peak"]["float32"] > 0
     assert "not_a_model" in r["skipped"]["step.not_a_model"]
+    assert step["mfu"] is None and step["img_s_per_device"] == step["img_s"]
 
     p = r["pipeline"]
     assert p["source"].startswith("synthetic")

@@ -40,7 +40,7 @@ class Suite:
     pipeline_batch: int = 128
     pipeline_workers: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
     pipeline_sample: int = 1024
-    pipeline_batches: int = 24
+    pipeline_batches: int = 48
     loop_workers: int = 0  # as configs/quickstart.py (data.worker_count)
     inference_batch: int = 128
     synthetic_num: int = 2000  # images generated when no real data is found
@@ -140,7 +140,8 @@ def _vs_pytorch(bench: StepBench, suite: Suite) -> dict[str, Any]:
         "window_ratios": [t / o for o, t in zip(ours, theirs, strict=True)],
         "batch": spec.batch,
         "image_size": spec.image_size,
-        "torch": f"{torch_version()} eager, channels_last, {os.cpu_count()} threads",
+        "torch": f"{torch_version()} eager, channels_last, flush denormals, "
+                 f"{os.cpu_count()} threads",
     }
 
 
