@@ -139,3 +139,22 @@ def test_bad_arguments(train_source):
     with pytest.raises(ValueError):
         pipeline.make_dataset(train_source, image_size=16, batch_size=4, train=True,
                               seed=0, shard_index=2, shard_count=2)
+
+
+@pytest.mark.parametrize("flip", [True, False])
+@pytest.mark.parametrize("pad", [0, 1, 4])
+def test_augment_gather_equals_flip_pad_crop(flip, pad):
+    """The two-`take` augmentation gives exactly flip -> np.pad(reflect) -> crop."""
+    img = np.random.default_rng(1).integers(0, 255, (12, 12, 3), dtype=np.uint8)
+    aug = pipeline._validate_augment({"flip": flip, "pad_crop": pad})
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        do_flip = rng.random() < 0.5
+        rng.uniform(0, 0)
+        oy, ox = rng.integers(0, 2 * pad + 1, size=2)
+        ref = img[:, ::-1] if (flip and do_flip) else img
+        ref = np.pad(ref, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")[
+            oy : oy + 12, ox : ox + 12
+        ]
+        got = pipeline.augment_image(img, np.random.default_rng(seed), aug)
+        np.testing.assert_array_equal(got, ref)

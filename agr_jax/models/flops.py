@@ -1,63 +1,85 @@
-"""Analytic forward FLOPs: count the multiply-accumulates of every conv and matmul in the model.
+"""Analytic FLOP counts, per layer, from the jaxpr of a model's forward pass.
 
-The model is traced once with `jax.make_jaxpr` on abstract inputs (nothing is computed or
-compiled) and the `conv_general_dilated` / `dot_general` equations are walked, including those
-inside nested jaxprs (jit, custom_jvp, remat). FLOPs = 2 x MACs; element-wise work (BN, ReLU,
-pooling, softmax) is not counted, as is usual for model tables. XLA's `cost_analysis()` is
-best-effort (wrong or missing for convs on some backends), hence this counter.
+`cost_analysis()` is best-effort (missing or wrong for convolutions on some backends), so
+throughput numbers use this count instead: 2 x multiply-accumulates of every convolution
+(grouped and depthwise included) and every matrix product in `model.apply`. Element-wise
+work (BatchNorm, activations, pooling) is left out, as is usual for MFU.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.extend import core as jex_core
 
 
-def _sub_jaxprs(value: Any) -> Iterator[Any]:
-    if hasattr(value, "eqns"):
-        yield value
-    elif hasattr(value, "jaxpr") and hasattr(value.jaxpr, "eqns"):
-        yield value.jaxpr
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _sub_jaxprs(v)
+def _conv_macs(eqn: Any) -> int:
+    """Output elements x (input channels per group) x kernel window, for one conv."""
+    rhs = eqn.invars[1].aval.shape
+    out = eqn.outvars[0].aval.shape
+    rhs_spec = eqn.params["dimension_numbers"].rhs_spec  # (out feature, in feature, *spatial)
+    window = math.prod(rhs[d] for d in rhs_spec[2:])
+    # The kernel's input-feature dim already holds C_in / feature_group_count.
+    return math.prod(out) * rhs[rhs_spec[1]] * window
 
 
-def _eqn_macs(eqn: Any) -> int:
-    name = eqn.primitive.name
-    if name == "conv_general_dilated":
-        lhs, rhs = (v.aval for v in eqn.invars)
-        out = eqn.outvars[0].aval
-        out_feature_dim = eqn.params["dimension_numbers"].rhs_spec[0]
-        # Per output element: kernel window x input channels per group.
-        return math.prod(out.shape) * math.prod(rhs.shape) // rhs.shape[out_feature_dim]
-    if name == "dot_general":
-        lhs, rhs = (v.aval for v in eqn.invars)
-        (_, rhs_contract), (_, rhs_batch) = eqn.params["dimension_numbers"]
-        rhs_free = [d for i, d in enumerate(rhs.shape) if i not in (*rhs_contract, *rhs_batch)]
-        return math.prod(lhs.shape) * math.prod(rhs_free)
-    return 0
+def _dot_macs(eqn: Any) -> int:
+    lhs = eqn.invars[0].aval.shape
+    (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+    return math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in lhs_contract)
 
 
-def jaxpr_macs(jaxpr: Any) -> int:
-    """Multiply-accumulates of all convs and matmuls in `jaxpr` and its sub-jaxprs."""
-    total = 0
+_COUNTERS = {"conv_general_dilated": _conv_macs, "dot_general": _dot_macs}
+
+
+def _sub_jaxprs(eqn: Any):
+    for value in eqn.params.values():
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(item, jex_core.ClosedJaxpr):
+                yield item.jaxpr
+            elif isinstance(item, jex_core.Jaxpr):
+                yield item
+
+
+def _walk(jaxpr: Any, scope: str, out: list[tuple[str, str, int]]) -> None:
     for eqn in jaxpr.eqns:
-        total += _eqn_macs(eqn)
-        multiplier = int(eqn.params.get("length", 1)) if eqn.primitive.name == "scan" else 1
-        for param in eqn.params.values():
-            for sub in _sub_jaxprs(param):
-                total += multiplier * jaxpr_macs(sub)
-    return total
+        name = eqn.primitive.name
+        layer = str(eqn.source_info.name_stack) or scope
+        if name in _COUNTERS:
+            out.append((layer, name, 2 * _COUNTERS[name](eqn)))
+            continue
+        if name == "scan":
+            inner: list[tuple[str, str, int]] = []
+            for sub in _sub_jaxprs(eqn):
+                _walk(sub, layer, inner)
+            out.extend((n, p, f * int(eqn.params["length"])) for n, p, f in inner)
+            continue
+        for sub in _sub_jaxprs(eqn):
+            _walk(sub, layer, out)
 
 
-def forward_flops(model: Any, image_size: int, channels: int = 3) -> int:
-    """Inference FLOPs (2 x MACs) of one `image_size` x `image_size` image through `model`."""
+def layer_flops(
+    model: Any, image_size: int, channels: int = 3, *, variables: Any = None
+) -> list[tuple[str, str, int]]:
+    """[(layer name, primitive, forward FLOPs for one image)] for `model.apply` (eval mode)."""
     x = jax.ShapeDtypeStruct((1, image_size, image_size, channels), jnp.float32)
-    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
-    closed = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, x)
-    return 2 * jaxpr_macs(closed.jaxpr)
+    if variables is None:
+        variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x.shape)))
+    jaxpr = jax.make_jaxpr(lambda v, im: model.apply(v, im, train=False))(variables, x)
+    out: list[tuple[str, str, int]] = []
+    _walk(jaxpr.jaxpr, "", out)
+    return out
+
+
+def forward_flops(model: Any, image_size: int, channels: int = 3, *, variables: Any = None) -> int:
+    """Forward-pass FLOPs (2 x MACs of convs and matmuls) for ONE image of `image_size`^2."""
+    return sum(f for _, _, f in layer_flops(model, image_size, channels=channels,
+                                            variables=variables))
+
+
+def train_flops(model: Any, image_size: int, **kw: Any) -> int:
+    """Training FLOPs per image: forward + backward (grad wrt inputs and weights) = 3 x forward."""
+    return 3 * forward_flops(model, image_size, **kw)

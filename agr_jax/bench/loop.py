@@ -1,0 +1,60 @@
+"""Loop efficiency: end-to-end training img/s (real pipeline + loop) over pure step img/s.
+
+The end-to-end side is the training loop's hot path as `train/loop.py` runs it: grain
+pipeline -> `DevicePrefetcher` (batches put on device ahead) -> the jitted step -> metrics
+fetched one step late; no checkpointing, no validation. The pure side is the same compiled
+step on a device-resident batch. Windows alternate so both see the same machine load.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import jax
+
+from agr_jax.bench import pipeline as pipeline_bench
+from agr_jax.bench.step import StepBench
+from agr_jax.data import pipeline
+from agr_jax.train.prefetch import DevicePrefetcher
+
+
+def _loop_window(bench: StepBench, batches: DevicePrefetcher, steps: int) -> float:
+    start = time.perf_counter()
+    pending = None
+    for _ in range(steps):
+        metrics = bench.run(next(batches))
+        if pending is not None:
+            jax.device_get(pending)  # one step late, as the real loop logs
+        pending = metrics
+    jax.block_until_ready(bench.state)
+    jax.device_get(pending)
+    return time.perf_counter() - start
+
+
+def run(bench: StepBench, source: Any, steps: int, windows: int, workers: int) -> dict[str, Any]:
+    """The `loop_efficiency` section; `bench` must be compiled already (same executable)."""
+    spec = bench.spec
+    ds = pipeline.make_dataset(
+        source, image_size=spec.image_size, batch_size=spec.batch, train=True, seed=0,
+        augment=pipeline_bench.AUGMENT, worker_count=workers,
+    )
+    batches = DevicePrefetcher(iter(ds), put=jax.device_put, size=2)
+    _loop_window(bench, batches, 2)  # fills the prefetch queue, starts workers
+    loop_t, pure_t = [], []
+    for _ in range(windows):
+        loop_t.append(_loop_window(bench, batches, steps))
+        pure_t.append(bench.time_window(steps))
+    bench.check_no_recompile()
+    loop_img_s = spec.batch * steps / statistics.median(loop_t)
+    pure_img_s = spec.batch * steps / statistics.median(pure_t)
+    return {
+        "model": spec.key,
+        "batch": spec.batch,
+        "workers": workers,
+        "loop_img_s": loop_img_s,
+        "step_img_s": pure_img_s,
+        "loop_efficiency": loop_img_s / pure_img_s,
+        "window_ratios": [p / q for p, q in zip(pure_t, loop_t, strict=True)],
+    }

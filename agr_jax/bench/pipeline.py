@@ -1,0 +1,137 @@
+"""Input pipeline throughput against its two yardsticks: the JPEG decode limit and a naive loop.
+
+All three read the same images: the decode limit decodes the prepared records' JPEG bytes in a
+tight loop on one core; the pipeline reads the prepared ArrayRecord through the real grain
+pipeline (decode, resize, augment, batch + normalise); the naive loop is a Keras-generator
+style loop over the same files on disk (PIL open, resize, /255).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from agr_jax.data import pipeline, prepare, synthetic, tfds_builders
+
+AUGMENT = {"flip": True, "pad_crop": 4, "noise_std": 0.0, "rotate_deg": 0.0}
+
+
+@dataclasses.dataclass
+class BenchData:
+    """The prepared training split plus the folder its JPEG files came from."""
+
+    source: Any
+    image_dir: Path
+    description: str
+
+
+def default_data_dir(repo_root: Path) -> Path:
+    """`<repo>/../shared/utkface`, where the real crops live on the project machines."""
+    return repo_root.parent / "shared" / "utkface"
+
+
+def prepare_data(data_dir: Path | None, work_dir: Path, synthetic_num: int = 2000) -> BenchData:
+    """Prepared `train` split of `data_dir` when it holds images, else of a synthetic set.
+
+    Both builds are cached under `work_dir` (prepare reuses a build whose settings match).
+    """
+    work_dir = Path(work_dir)
+    if data_dir is not None and Path(data_dir).is_dir() and any(Path(data_dir).glob("*.jpg*")):
+        image_dir = Path(data_dir)
+        description = f"real UTKFace crops from {image_dir}"
+        tfds_dir = work_dir / "tfds_real"
+    else:
+        image_dir = work_dir / f"synthetic_utkface_{synthetic_num}"
+        if not any(image_dir.glob("*.jpg")):
+            synthetic.generate(image_dir, synthetic_num, seed=0, size=200)
+        missing = f" ({data_dir} not found)" if data_dir is not None else ""
+        description = f"synthetic 200px faces ({synthetic_num}) in {image_dir}{missing}"
+        tfds_dir = work_dir / "tfds_synthetic"
+    prepare.prepare(image_dir, tfds_dir, seed=0)
+    return BenchData(tfds_builders.load_split(tfds_dir, "train"), image_dir, description)
+
+
+def decode_limit_img_s(jpegs: list[bytes], image_size: int, seconds: float) -> float:
+    """Images/s of `pipeline.decode_image` (decode at reduced DCT scale + resize), one thread."""
+    n, start = 0, time.perf_counter()
+    while True:
+        for data in jpegs:
+            pipeline.decode_image(data, image_size)
+        n += len(jpegs)
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return n / elapsed
+
+
+def pipeline_img_s(source: Any, image_size: int, batch: int, workers: int, num_batches: int,
+                   warmup_batches: int = 3) -> float:
+    """Images/s out of `make_dataset` (train: shuffle, decode, resize, augment, batch).
+
+    workers=1 runs the pipeline in-process with one read thread (one core's worth of work);
+    workers>1 uses grain `mp_prefetch` with that many processes.
+    """
+    ds = pipeline.make_dataset(
+        source, image_size=image_size, batch_size=batch, train=True, seed=0, augment=AUGMENT,
+        worker_count=workers if workers > 1 else 0, read_threads=1 if workers <= 1 else 2,
+    )
+    it = iter(ds)
+    for _ in range(warmup_batches):  # worker start-up and buffer fill are not throughput
+        next(it)
+    start = time.perf_counter()
+    for _ in range(num_batches):
+        next(it)
+    elapsed = time.perf_counter() - start
+    del it
+    return num_batches * batch / elapsed
+
+
+def naive_img_s(paths: list[Path], image_size: int, batch: int) -> float:
+    """Keras-generator style: PIL open each file, convert, resize, /255, stack per batch."""
+    start = time.perf_counter()
+    for i in range(0, len(paths) - batch + 1, batch):
+        images = [
+            np.asarray(
+                Image.open(p).convert("RGB").resize((image_size, image_size)), np.float32
+            ) / 255.0
+            for p in paths[i : i + batch]
+        ]
+        np.stack(images)
+    n = (len(paths) // batch) * batch
+    return n / (time.perf_counter() - start)
+
+
+def run(data: BenchData, image_size: int, batch: int, workers: int, sample: int,
+        num_batches: int, decode_seconds: float = 2.0) -> dict[str, Any]:
+    """The `pipeline` section of the benchmark JSON."""
+    n = min(sample, len(data.source))
+    records = [data.source[i] for i in range(n)]
+    jpegs = [r["image"] for r in records]
+    paths = [data.image_dir / str(r["file_name"]) for r in records]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"prepared records name files missing from {data.image_dir}: "
+                                f"{[str(p) for p in missing[:3]]}")
+    decode = decode_limit_img_s(jpegs, image_size, decode_seconds)
+    naive = naive_img_s(paths, image_size, batch)
+    img_s = {str(w): pipeline_img_s(data.source, image_size, batch, w, num_batches)
+             for w in sorted({1, workers})}
+    best = max(img_s.values())
+    per_worker = img_s["1"]
+    return {
+        "source": data.description,
+        "image_size": image_size,
+        "batch": batch,
+        "augment": AUGMENT,
+        "decode_limit_img_s": decode,
+        "img_s": img_s,
+        "img_s_per_worker": per_worker,
+        "per_worker_vs_decode_limit": per_worker / decode,
+        "naive_img_s": naive,
+        "speedup_vs_naive": best / naive,
+        "workers": workers,
+    }

@@ -1,0 +1,131 @@
+"""Pure training-step throughput: the project's jitted step on one device-resident batch.
+
+The step is the real one (`make_train_step`, donated state, Adam + clipping); the batch is
+random and stays on device, so only the step is timed. Compile time is the first call minus
+one steady step. A trace counter turns any recompilation after step 1 into an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from agr_jax import models, tasks
+from agr_jax.models.flops import forward_flops
+from agr_jax.train.optim import make_optimizer
+from agr_jax.train.state import count_params, create_train_state
+from agr_jax.train.step import make_train_step
+
+OPTIMIZER = {"name": "adam", "learning_rate": 1e-3, "schedule": "constant", "grad_clip": 1.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """One benchmarked configuration: registry name, input side, batch, dtype, model options."""
+
+    name: str
+    image_size: int
+    batch: int
+    dtype: str = "float32"
+    kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.name if self.dtype == "float32" else f"{self.name}_{self.dtype}"
+
+
+class RecompiledError(RuntimeError):
+    pass
+
+
+def random_batch(batch: int, image_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """A batch with the pipeline's keys, shapes and dtypes (so the same executable serves both)."""
+    rng = np.random.default_rng(seed)
+    return {
+        "image": rng.random((batch, image_size, image_size, 3), dtype=np.float32),
+        "age": rng.uniform(1, 100, batch).astype(np.float32),
+        "gender": rng.integers(0, 2, batch).astype(np.int32),
+        "race": rng.integers(0, 5, batch).astype(np.int32),
+    }
+
+
+class StepBench:
+    """Builds model + state + jitted step once; `time_window(n)` runs n steps and blocks."""
+
+    def __init__(self, spec: ModelSpec, seed: int = 0):
+        self.spec = spec
+        self.task_spec = tasks.TaskSpec()
+        self.model = models.build(
+            spec.name, outputs=self.task_spec.output_sizes(), dtype=spec.dtype, **spec.kwargs
+        )
+        self.tx = make_optimizer(OPTIMIZER, total_steps=1)
+        shape = (spec.image_size, spec.image_size, 3)
+        self.state = create_train_state(self.model, self.tx, shape, seed)
+        self.num_params = count_params(self.state.params)
+        # Training = forward + backward (grads wrt activations and weights) = 3 x forward.
+        self.flops_per_img = 3 * forward_flops(self.model, spec.image_size)
+        self.traces = 0
+        body = make_train_step(self.model, self.tx, self.task_spec)
+
+        def counted(state, batch):
+            self.traces += 1  # runs only while tracing
+            return body(state, batch)
+
+        self.step = jax.jit(counted, donate_argnums=0)
+        self.batch = jax.device_put(random_batch(spec.batch, spec.image_size, seed))
+        self.compile_s: float | None = None
+        self.last_metrics: Any = None
+
+    def run(self, batch: Any) -> Any:
+        self.state, self.last_metrics = self.step(self.state, batch)
+        return self.last_metrics
+
+    def first_call(self) -> float:
+        start = time.perf_counter()
+        jax.block_until_ready(self.run(self.batch))
+        return time.perf_counter() - start
+
+    def time_window(self, steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.run(self.batch)
+        jax.block_until_ready(self.state)
+        return time.perf_counter() - start
+
+    def check_no_recompile(self) -> None:
+        if self.traces != 1:
+            raise RecompiledError(
+                f"step for {self.spec.key} was traced {self.traces} times; expected 1 "
+                "(shapes/dtypes of state or batch changed after step 1)"
+            )
+
+
+def measure(bench: StepBench, steps: int, windows: int, peak_tflops: float) -> dict[str, Any]:
+    """Median over `windows` windows of `steps` steps, after compile and one warm-up step."""
+    first = bench.first_call()
+    bench.time_window(1)
+    times = [bench.time_window(steps) for _ in range(windows)]
+    bench.check_no_recompile()
+    sec = statistics.median(times) / steps
+    img_s = bench.spec.batch / sec
+    achieved = img_s * bench.flops_per_img / 1e12
+    return {
+        "img_s": img_s,
+        "ms_per_step": sec * 1e3,
+        "compile_s": max(first - sec, 0.0),
+        "flops_per_img": bench.flops_per_img,
+        "achieved_tflops": achieved,
+        "utilisation": achieved / peak_tflops if peak_tflops > 0 else None,
+        "batch": bench.spec.batch,
+        "image_size": bench.spec.image_size,
+        "dtype": bench.spec.dtype,
+        "params": bench.num_params,
+        "model_kwargs": dict(bench.spec.kwargs),
+        "window_img_s": [bench.spec.batch * steps / t for t in times],
+        "traces": bench.traces,
+    }

@@ -1,0 +1,38 @@
+"""Throughput benchmarks: `python -m agr_jax.benchmark [--suite cpu|accelerator] [--json PATH]`.
+
+Run from the repository root (the PyTorch reference lives in benchmarks/, outside the package).
+"""
+
+import json
+from pathlib import Path
+
+from absl import app, flags, logging
+
+from agr_jax.bench import pipeline, suite
+from agr_jax.cli import setup_logging
+
+_SUITE = flags.DEFINE_enum("suite", "cpu", sorted(suite.SUITES), "Which benchmark suite.")
+_JSON = flags.DEFINE_string("json", None, "Write the report as JSON to this path.")
+_MODELS = flags.DEFINE_list("models", None, "Only these models of the suite (default: all).")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "UTKFace folder for the pipeline sections (default: <repo>/../shared/"
+    "utkface; a synthetic set is generated when it is missing).")
+_WORK_DIR = flags.DEFINE_string("work_dir", "runs/benchmark", "Cache for prepared data.")
+
+
+def main(argv):
+    del argv
+    setup_logging(logging.INFO)
+    repo_root = Path(__file__).resolve().parents[1]
+    data_dir = Path(_DATA_DIR.value) if _DATA_DIR.value else pipeline.default_data_dir(repo_root)
+    report = suite.run_suite(suite.get_suite(_SUITE.value, _MODELS.value), data_dir,
+                             Path(_WORK_DIR.value))
+    print(suite.format_report(report))
+    if _JSON.value:
+        Path(_JSON.value).parent.mkdir(parents=True, exist_ok=True)
+        Path(_JSON.value).write_text(json.dumps(report, indent=2, default=str))
+        print(f"wrote {_JSON.value}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,104 @@
+"""The benchmark library on tiny settings: report keys, sane values, FLOP counts, torch twins."""
+
+import importlib.util
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import pytest
+
+from agr_jax import models
+from agr_jax.bench import peaks, suite
+from agr_jax.bench.step import ModelSpec
+from agr_jax.models import flops
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+TINY_ROR = {"width": 4, "stage_sizes": (1, 1), "head_hidden": (16,)}
+
+
+class _Convs(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Conv(8, (3, 3), use_bias=False)(x)  # 10x10x8 out, 3 in per output
+        x = nn.Conv(8, (3, 3), feature_group_count=8, use_bias=False)(x)  # depthwise
+        return nn.Dense(4)(x.reshape(x.shape[0], -1))
+
+
+def test_forward_flops_counts_convs_depthwise_and_dense():
+    expected = 2 * (10 * 10 * 8 * 3 * 9 + 10 * 10 * 8 * 1 * 9 + 10 * 10 * 8 * 4)
+    assert flops.forward_flops(_Convs(), 10) == expected
+    names = [name for name, _, _ in flops.layer_flops(_Convs(), 10)]
+    assert any("Conv_1" in n for n in names) and any("Dense_0" in n for n in names)
+
+
+def test_device_peak_table_matches_device_kinds():
+    assert peaks.device_peak_tflops("NVIDIA H100 80GB HBM3")[0] == "H100"
+    assert peaks.device_peak_tflops("NVIDIA A100-SXM4-40GB")[0] == "A100"
+    assert peaks.device_peak_tflops("TPU v5 lite")[0] == "TPU v5e"
+    assert peaks.device_peak_tflops("TPU v4")[0] == "TPU v4"
+    assert peaks.device_peak_tflops("cpu") is None
+
+
+def test_get_suite_rejects_unknown_models():
+    with pytest.raises(ValueError, match="not in the cpu suite"):
+        suite.get_suite("cpu", ["nope"])
+    assert {m.name for m in suite.get_suite("cpu", ["ror"]).models} == {"ror"}
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory):
+    tiny = suite.Suite(
+        models=[ModelSpec("ror", 16, 8, "float32", TINY_ROR),
+                ModelSpec("not_a_model", 16, 8, "float32", {})],
+        steps=2, windows=2, vs_pytorch=("ror",) if HAS_TORCH else (),
+        pipeline_image_size=16, pipeline_batch=8, pipeline_workers=1, pipeline_sample=48,
+        pipeline_batches=3, inference_batch=8, peak_matmul_size=256, synthetic_num=80,
+        accelerator=True,  # adds per-device img/s and MFU (None: no bf16 peak known for CPU)
+    )
+    work = tmp_path_factory.mktemp("bench")
+    return suite.run_suite(tiny, data_dir=work / "absent", work_dir=work)
+
+
+def test_report_has_every_section_with_sane_values(tiny_report):
+    r = tiny_report
+    step = r["step"]["ror"]
+    for key in ("img_s", "ms_per_step", "compile_s", "flops_per_img", "achieved_tflops",
+                "utilisation", "batch"):
+        assert key in step, key
+    assert step["img_s"] > 0 and step["batch"] == 8 and step["traces"] == 1
+    assert math.isclose(step["img_s"] * step["ms_per_step"] / 1e3, 8, rel_tol=1e-6)
+    model = models.build("ror", outputs={"age": 1, "gender": 2, "race": 5}, **TINY_ROR)
+    assert step["flops_per_img"] == 3 * flops.forward_flops(model, 16) > 0
+    assert 0 < step["utilisation"] < 5 and r["peak"]["float32"] > 0
+    assert "not_a_model" in r["skipped"]["step.not_a_model"]
+    assert step["mfu"] is None and step["img_s_per_device"] == step["img_s"]
+
+    p = r["pipeline"]
+    assert p["source"].startswith("synthetic")
+    assert p["decode_limit_img_s"] > 0 and p["naive_img_s"] > 0
+    assert set(p["img_s"]) == {"1"} and p["img_s_per_worker"] == p["img_s"]["1"]
+    assert 0 < r["loop_efficiency"] < 2
+    assert r["inference"]["img_s"] > 0 and r["inference"]["images"] == 2 * 48  # two rounds
+    assert set(r["targets"]) >= {"loop_efficiency", "pipeline_vs_naive", "vs_pytorch.ror"}
+    text = suite.format_report(r)
+    assert "loop_efficiency" in text and "ror" in text
+    if HAS_TORCH:
+        v = r["vs_pytorch"]["ror"]
+        assert v["ratio"] == pytest.approx(v["img_s"] / v["torch_img_s"])
+    else:
+        assert "torch" in r["skipped"]["vs_pytorch.ror"].lower()
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+@pytest.mark.parametrize("kw", [{"width": 4, "stage_sizes": (1, 1)},
+                                {"width": 8, "stage_sizes": (2, 1, 1)}])
+def test_torch_ror_twin_has_the_same_parameter_count(kw):
+    from agr_jax.train.state import count_params
+    from benchmarks import torch_reference
+
+    model = models.build("ror", outputs=torch_reference.OUTPUTS, **kw)
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+    assert count_params(variables["params"]) == torch_reference.count_params(
+        torch_reference.build("ror", **kw)
+    )
