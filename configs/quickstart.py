@@ -48,7 +48,7 @@ def get_config() -> config_dict.ConfigDict:
     c.total_steps = 0  # > 0 overrides num_epochs
     c.dtype = "float32"
     c.param_dtype = "float32"
-    c.parallel = "none"
+    c.parallel = "shard_map"  # "pmap" or "none" (one device); see train/parallel.py
 
     c.optimizer = config_dict.ConfigDict()
     c.optimizer.name = "adam"

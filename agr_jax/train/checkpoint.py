@@ -43,6 +43,8 @@ class Checkpoints:
         )
 
     def save_latest(self, step: int, state: Any, data_iterator: Any, meta: dict) -> None:
+        """Every process takes part; each writes its own data-iterator file."""
+        meta = {**meta, "process_count": jax.process_count()}
         self.latest.save(
             step,
             args=ocp.args.Composite(
@@ -68,18 +70,26 @@ class Checkpoints:
         return self.latest.latest_step()
 
     def restore_latest(self, state: Any, data_iterator: Any) -> tuple[Any, dict] | None:
+        """Restore onto `state`'s shardings (any device count) and, when the checkpoint was
+        written by as many processes as run now, the data iterator too.
+
+        Each process saved its own iterator position; with another process count there is
+        no file per process to read, so the iterator is left alone and the returned meta
+        says `data_restored: False` (the caller repositions it).
+        """
         step = self.latest.latest_step()
         if step is None:
             return None
-        restored = self.latest.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_like(state)),
-                data=grain.checkpoint.CheckpointRestore(data_iterator),
-                meta=ocp.args.JsonRestore(),
-            ),
-        )
-        return restored["state"], restored["meta"]
+        saved = self.latest.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        same_processes = int(saved["meta"].get("process_count", 1)) == jax.process_count()
+        items = {
+            "state": ocp.args.StandardRestore(abstract_like(state)),
+            "meta": ocp.args.JsonRestore(),
+        }
+        if same_processes:
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+        restored = self.latest.restore(step, args=ocp.args.Composite(**items))
+        return restored["state"], {**restored["meta"], "data_restored": same_processes}
 
     def wait(self) -> None:
         self.latest.wait_until_finished()

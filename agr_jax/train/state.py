@@ -25,19 +25,25 @@ def create_train_state(
     image_shape: tuple[int, int, int],
     seed: int,
 ) -> TrainState:
-    """Initialise params, BN statistics and optimiser state deterministically from `seed`."""
-    init_key, dropout_key = jax.random.split(jax.random.key(seed))
-    variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, *image_shape)), train=False))(
-        init_key
-    )
-    params = variables["params"]
-    return TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        batch_stats=variables.get("batch_stats", {}),
-        opt_state=tx.init(params),
-        rng=jax.random.key_data(dropout_key),
-    )
+    """Initialise params, BN statistics and optimiser state deterministically from `seed`.
+
+    One jitted function (the seed is a compile-time constant), so creating the state makes
+    no host-to-device transfer and dispatches no eager ops.
+    """
+
+    def init() -> TrainState:
+        init_key, dropout_key = jax.random.split(jax.random.key(seed))
+        variables = model.init(init_key, jnp.zeros((1, *image_shape)), train=False)
+        params = variables["params"]
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            batch_stats=variables.get("batch_stats", {}),
+            opt_state=tx.init(params),
+            rng=jax.random.key_data(dropout_key),
+        )
+
+    return jax.jit(init)()
 
 
 def count_params(params: Any) -> int:
