@@ -11,6 +11,7 @@ then, when CFG (a config JSON) is given, trains through the real loop under
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -54,18 +55,23 @@ class CompileCounter:
             self.count += 1
 
 
-def run_mode(mode: str, batches: list[dict], compiles: CompileCounter) -> dict:
-    dp = parallel.DataParallel.create(mode)
-    model = models.build(
+def tiny_model(bn_axis_name: str | None):
+    return models.build(
         "ror",
         outputs=SPEC.output_sizes(),
         width=4,
         stage_sizes=(1, 1),
         head_hidden=(16,),
-        bn_axis_name=dp.axis_name,
+        bn_axis_name=bn_axis_name,
     )
+
+
+def run_mode(mode: str, initial, batches: list[dict], compiles: CompileCounter) -> dict:
+    """20 steps of `mode` from the `initial` state; all device work under the guard."""
+    dp = parallel.DataParallel.create(mode)
+    model = tiny_model(dp.axis_name)
     tx = make_optimizer(OPTIMIZER, STEPS)
-    state = dp.replicate(create_train_state(model, tx, (SIZE, SIZE, 3), seed=0))
+    state = dp.replicate(initial)
     traces = {"train": 0, "eval": 0}
     body = make_train_step(model, tx, SPEC, axis_name=dp.axis_name)
     eval_body = make_eval_step(model, SPEC)
@@ -115,17 +121,18 @@ def main(out: str, config_json: str | None = None) -> None:
     batches = global_batches(STEPS)
     compiles = CompileCounter()
     report, arrays = {}, {}
+    tx = make_optimizer(OPTIMIZER, STEPS)
+    initial = jax.device_get(create_train_state(tiny_model(None), tx, (SIZE, SIZE, 3), seed=0))
     for mode in parallel.MODES:
-        result = run_mode(mode, batches, compiles)
+        result = run_mode(mode, initial, batches, compiles)
         for key in ("params", "eval"):
             arrays.update({f"{mode}/{key}/{k}": v for k, v in result.pop(key).items()})
         report[mode] = result
     np.savez(out_dir / "modes.npz", **arrays)
     if config_json:
-        from agr_jax.cli import setup_logging
         from agr_jax.train.loop import train_and_evaluate
 
-        setup_logging()
+        logging.getLogger().setLevel(logging.INFO)
         config = ml_collections.ConfigDict(json.loads(Path(config_json).read_text()))
         with jax.transfer_guard("disallow"):
             report["loop_val"] = train_and_evaluate(config, out_dir / "workdir")

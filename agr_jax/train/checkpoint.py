@@ -29,6 +29,14 @@ def _best_options(metric: str) -> ocp.CheckpointManagerOptions:
 
 
 class Checkpoints:
+    """Both managers save asynchronously, but never at the same time.
+
+    _one_manager_at_a_time: with several processes, a manager's background commit (and the
+    pruning of an old best) synchronises processes through barriers; two managers doing that
+    concurrently deadlocked a 2-process run (both processes waiting in different barriers).
+    Each save therefore first waits for the other manager's pending save.
+    """
+
     def __init__(self, workdir: str | Path, *, keep_latest: int = 2, best_metric: str = "loss"):
         workdir = Path(workdir).absolute()
         self.best_metric = best_metric
@@ -45,6 +53,7 @@ class Checkpoints:
     def save_latest(self, step: int, state: Any, data_iterator: Any, meta: dict) -> None:
         """Every process takes part; each writes its own data-iterator file."""
         meta = {**meta, "process_count": jax.process_count()}
+        self.best.wait_until_finished()  # see _one_manager_at_a_time
         self.latest.save(
             step,
             args=ocp.args.Composite(
@@ -57,6 +66,7 @@ class Checkpoints:
 
     def save_best(self, step: int, state: Any, metrics: dict[str, float], meta: dict) -> None:
         """Offer a checkpoint to the best manager; it keeps only the lowest `best_metric`."""
+        self.latest.wait_until_finished()  # see _one_manager_at_a_time
         self.best.save(
             step,
             args=ocp.args.Composite(
