@@ -52,7 +52,7 @@ def get_config() -> config_dict.ConfigDict:
     c.total_steps = 0  # > 0 overrides num_epochs
     c.dtype = "float32"
     c.param_dtype = "float32"
-    c.parallel = "none"
+    c.parallel = "shard_map"  # "pmap", or "none" (one device): see train/parallel.py
     c.eval_flip_tta = False  # evaluate: average outputs on each face and its mirror
     c.skip_nonfinite = False  # True: skip (and count) steps with a NaN/Inf loss or gradient
 

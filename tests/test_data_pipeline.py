@@ -93,6 +93,21 @@ def test_sharding_partitions(train_source):
     assert len(flat) == len(set(flat)) == len(train_source)
 
 
+def test_train_shards_are_rows_of_the_global_batch(train_source):
+    """Process p of n gets rows [p*b, (p+1)*b) of every global batch, across epoch ends, and
+    its `next_index` after s batches is s*b: the same data whatever the process count."""
+    kw = dict(image_size=16, train=True, seed=0, augment=AUG)
+    steps = len(train_source) // 8 + 3  # past an epoch boundary
+    whole = _take(pipeline.make_dataset(train_source, batch_size=12, **kw), steps)
+    iters = [iter(pipeline.make_dataset(train_source, batch_size=4, shard_index=i,
+                                        shard_count=3, **kw)) for i in range(3)]
+    for batch in whole:
+        parts = [next(it) for it in iters]
+        assert all(np.array_equal(batch[k], np.concatenate([p[k] for p in parts]))
+                   for k in batch)
+    assert iters[1].get_state() == {"next_index": steps * 4}
+
+
 def test_two_workers_lose_nothing_and_match_single_process(train_source):
     kw = dict(image_size=16, batch_size=5, train=False, seed=0, with_metadata=True)
     single = list(pipeline.make_dataset(train_source, **kw))

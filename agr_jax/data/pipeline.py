@@ -1,7 +1,8 @@
 """grain input pipeline: random-access source -> batches of float32 images and labels.
 
-    source -> shard (ds[shard_index::shard_count]) -> shuffle(seed, reshuffled per epoch)
-      -> repeat -> decode + resize (+ augment, train) -> uint8     [per record, seeded]
+    source -> shuffle(seed, reshuffled per epoch) -> repeat
+      -> decode + resize (+ augment, train) -> uint8     [per record, seeded]
+      -> this process' rows of each global batch (train; eval: ds[index::count] first)
       -> to_iter_dataset -> mp_prefetch(worker_count) -> batch + normalise to float32
 
 Per-record work happens before ``mp_prefetch`` and batching after it, so with several
@@ -141,6 +142,31 @@ class ProcessRecord(grain.transforms.RandomMap):
         return out
 
 
+class ProcessBatchSlice(grain.MapDataset):
+    """Process `index` of `count`: rows [index * b, (index + 1) * b) of every global batch.
+
+    Shuffling and augmentation act on the global record stream, so the global batch at
+    step s is the same whatever the process count (a 2-host run matches a 1-host run), and
+    a position of `next_index = s * b` means the same point in the data for any count.
+    """
+
+    def __init__(self, parent: grain.MapDataset, batch_size: int, index: int, count: int):
+        super().__init__(parent)
+        self._b, self._index, self._count = int(batch_size), int(index), int(count)
+
+    def __len__(self) -> int:
+        return len(self._parent) // self._count
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        batch, row = divmod(index, self._b)
+        return self._parent[(batch * self._count + self._index) * self._b + row]
+
+    def __str__(self) -> str:
+        return f"ProcessBatchSlice(batch={self._b}, process={self._index}/{self._count})"
+
+
 class BatchAndNormalize:
     """Stacks records and turns uint8 images into normalised float32 (vectorised)."""
 
@@ -197,7 +223,8 @@ def make_dataset(
       augment: keys from ``AUGMENT_KEYS`` (train only); None = no augmentation.
       normalize: (mean, std) per channel on [0, 1] pixels; None leaves [0, 1].
       num_epochs: train: None = forever; eval: None = 1.
-      shard_index, shard_count: this process' shard (``ds[shard_index::shard_count]``).
+      shard_index, shard_count: this process' shard. Train: its rows of every global
+        batch (``ProcessBatchSlice``); eval: ``ds[shard_index::shard_count]``.
       worker_count: >0 uses grain ``mp_prefetch`` with that many processes.
       drop_remainder: default ``train``.
       with_metadata: add ``file_name`` (numpy str array) to each batch.
@@ -219,7 +246,7 @@ def make_dataset(
     if len(source) == 0:
         raise ValueError("empty data source")
     ds = grain.MapDataset.source(source)
-    if shard_count > 1:
+    if shard_count > 1 and not train:
         ds = ds[shard_index::shard_count]
     if train:
         ds = ds.shuffle(seed=seed).repeat(num_epochs)
@@ -228,6 +255,8 @@ def make_dataset(
     process = ProcessRecord(image_size, train, augment, with_metadata)
     batch_fn = BatchAndNormalize(normalize)
     ds = ds.random_map(process, seed=seed)
+    if shard_count > 1 and train:
+        ds = ProcessBatchSlice(ds, batch_size, shard_index, shard_count)
     it = ds.to_iter_dataset(
         grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=4 * batch_size)
     )

@@ -116,6 +116,14 @@ def _best_options(metric: str) -> ocp.CheckpointManagerOptions:
 
 
 class Checkpoints:
+    """Both managers save asynchronously, but never at the same time.
+
+    _one_manager_at_a_time: with several processes, a manager's background commit (and the
+    pruning of an old best) synchronises processes through barriers; two managers doing that
+    concurrently deadlocked a 2-process run (both processes waiting in different barriers).
+    Each save therefore first waits for the other manager's pending save.
+    """
+
     def __init__(self, workdir: str | Path, *, keep_latest: int = 2, best_metric: str = "loss"):
         workdir = Path(workdir).absolute()
         self.best_metric = best_metric
@@ -129,6 +137,9 @@ class Checkpoints:
         )
 
     def save_latest(self, step: int, state: Any, data_iterator: Any, meta: dict) -> None:
+        """Every process takes part; each writes its own data-iterator file."""
+        meta = {**meta, "process_count": jax.process_count()}
+        self.best.wait_until_finished()  # see _one_manager_at_a_time
         self.latest.save(
             step,
             args=ocp.args.Composite(
@@ -149,6 +160,7 @@ class Checkpoints:
         """
         if step in self.best.all_steps():
             return
+        self.latest.wait_until_finished()  # see _one_manager_at_a_time
         self.best.save(
             step,
             args=ocp.args.Composite(
@@ -162,19 +174,27 @@ class Checkpoints:
         return self.latest.latest_step()
 
     def restore_latest(self, state: Any, data_iterator: Any) -> tuple[Any, dict] | None:
+        """Restore onto `state`'s shardings (any device count) and, when the checkpoint was
+        written by as many processes as run now, the data iterator too.
+
+        Each process saved its own iterator position; with another process count there is
+        no file per process to read, so the iterator is left alone and the returned meta
+        says `data_restored: False` (the caller repositions it).
+        """
         step = self.latest.latest_step()
         if step is None:
             return None
+        saved = self.latest.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        same_processes = int(saved["meta"].get("process_count", 1)) == jax.process_count()
+        items = {
+            "state": ocp.args.StandardRestore(abstract_like(state)),
+            "meta": ocp.args.JsonRestore(),
+        }
+        if same_processes:
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         _check_compatible(self.latest, step, state)
-        restored = self.latest.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_like(state)),
-                data=grain.checkpoint.CheckpointRestore(data_iterator),
-                meta=ocp.args.JsonRestore(),
-            ),
-        )
-        return restored["state"], restored["meta"]
+        restored = self.latest.restore(step, args=ocp.args.Composite(**items))
+        return restored["state"], {**restored["meta"], "data_restored": same_processes}
 
     def wait(self) -> None:
         self.latest.wait_until_finished()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,24 @@ def make_train_iterator(
         worker_count=int(config.data.worker_count),
     )
     return iter(ds)
+
+
+def seek(iterator: Any, examples: int) -> None:
+    """Move a (prefetched) train iterator to record `examples` of this process' stream.
+
+    Used when a checkpoint was written by another process count: the train pipeline gives
+    each process its rows of every global batch, so `step * local_batch` is the same global
+    position whatever the count, and training continues on the data it would have seen.
+    """
+    state = json.loads(iterator.get_state())
+    if set(state) != {"next_index"}:
+        log.warning(
+            "data iterator: cannot reposition a %s state; the data order restarts from the "
+            "beginning of the (seeded) stream",
+            sorted(state),
+        )
+        return
+    iterator.set_state(json.dumps({"next_index": int(examples)}).encode())
 
 
 def make_eval_batches(

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from agr_jax import configuration, evaluation, metrics, models, tasks
 from agr_jax.data import tfds_builders
-from agr_jax.train import faults
+from agr_jax.train import faults, parallel
 from agr_jax.train import input as input_lib
 from agr_jax.train import workdir as workdir_lib
 from agr_jax.train.checkpoint import Checkpoints
@@ -32,7 +32,9 @@ from agr_jax.train.step import make_eval_step, make_train_step
 log = logging.getLogger(__name__)
 
 
-def build_model_and_spec(config: ml_collections.ConfigDict, tfds_dir: str | Path):
+def build_model_and_spec(
+    config: ml_collections.ConfigDict, tfds_dir: str | Path, bn_axis_name: str | None = None
+):
     """Task spec from the dataset's metadata, then the model with matching head widths."""
     info = tfds_builders.dataset_info(tfds_dir)
     num_races = int(info.get("num_races", 5))
@@ -47,6 +49,7 @@ def build_model_and_spec(config: ml_collections.ConfigDict, tfds_dir: str | Path
         spec.output_sizes(),
         dtype=config.dtype,
         param_dtype=config.param_dtype,
+        bn_axis_name=bn_axis_name,
         **spec.model_options(),
     )
     return model, spec
@@ -69,10 +72,18 @@ def _host_scalars(tree: dict[str, Any]) -> dict[str, float]:
 
 
 def validate_split(
-    config: ml_collections.ConfigDict, eval_step: Any, state: TrainState, source: Any
+    config: ml_collections.ConfigDict,
+    eval_step: Any,
+    state: TrainState,
+    source: Any,
+    dp: parallel.DataParallel,
 ) -> dict[str, float]:
     result = evaluation.predict(
-        eval_step, state, input_lib.make_eval_batches(config, source), config.eval_batch_size
+        eval_step,
+        state,
+        input_lib.make_eval_batches(config, source),
+        dp.padded_size(config.eval_batch_size),
+        put=dp.put_global_batch,
     )
     return metrics.summary(result)
 
@@ -97,17 +108,20 @@ def train_and_evaluate(
     val_source = input_lib.load_split(tfds_dir, "validation")
     steps_per_epoch, total_steps = plan_steps(config, len(train_source))
     local_batch = config.batch_size // jax.process_count()
+    dp = parallel.DataParallel.create(config.get("parallel", "none"))
+    dp.check_batch_size(config.batch_size)
+    log.info("parallel=%s over %d devices", dp.mode, dp.num_devices)
 
-    # Model and state.
-    model, spec = build_model_and_spec(config, tfds_dir)
+    # Model and state (replicated on the mesh, so restores land on this run's devices).
+    model, spec = build_model_and_spec(config, tfds_dir, bn_axis_name=dp.axis_name)
     tx = make_optimizer(config.optimizer, total_steps)
     size = int(config.data.image_size)
-    state = create_train_state(model, tx, (size, size, 3), int(config.seed))
+    state = dp.replicate(create_train_state(model, tx, (size, size, 3), int(config.seed)))
     log.info("model %s: %s parameters", config.model.name, f"{count_params(state.params):,}")
 
     train_iter = DevicePrefetcher(
         input_lib.make_train_iterator(config, train_source, local_batch),
-        put=jax.device_put,
+        put=dp.put_batch,
         size=int(config.get("prefetch", 2)),
     )
     ckpt = Checkpoints(workdir)
@@ -115,20 +129,30 @@ def train_and_evaluate(
     meta: dict = {}
     if restored is not None:
         state, meta = restored
-        log.info("resumed from step %d (%s)", int(state.step), meta)
-    skip_nonfinite = bool(config.get("skip_nonfinite", False))
-    guard = NonFiniteGuard(
-        skip_nonfinite, meta.get("skipped_nonfinite", 0), ckpt.latest_step()
-    )
+        log.info("resumed from step %d (%s)", meta["step"], meta)
+        if not meta["data_restored"]:
+            log.warning(
+                "checkpoint written by %s processes, this run has %d: the per-process data "
+                "iterators cannot be restored; continuing from the same global position "
+                "(step %d x batch %d)",
+                meta.get("process_count"),
+                jax.process_count(),
+                meta["step"],
+                config.batch_size,
+            )
+            input_lib.seek(train_iter, meta["step"] * local_batch)
 
-    # Compiled steps.
-    train_step = jax.jit(
-        make_train_step(model, tx, spec, skip_nonfinite=skip_nonfinite), donate_argnums=0
+    skip_nonfinite = bool(config.get("skip_nonfinite", False))
+    guard = NonFiniteGuard(skip_nonfinite, meta.get("skipped_nonfinite", 0), ckpt.latest_step())
+
+    # Compiled steps: one per-device body, wrapped for config.parallel.
+    train_step = dp.train_step(
+        make_train_step(model, tx, spec, axis_name=dp.axis_name, skip_nonfinite=skip_nonfinite)
     )
-    eval_step = jax.jit(make_eval_step(model, spec))
+    eval_step = dp.eval_step(make_eval_step(model, spec))
 
     writer = MetricWriter(workdir, enabled=is_main)
-    step = int(state.step)
+    step = int(jax.device_get(state.step))
     ckpt_every = int(config.get("checkpoint_every_steps", 0)) or steps_per_epoch
     val_metrics: dict[str, float] = {}
     pending = None
@@ -151,7 +175,7 @@ def train_and_evaluate(
             if end_of_epoch:
                 logger(*pending, force=True)
                 pending = None
-                val_metrics = validate_split(config, eval_step, state, val_source)
+                val_metrics = validate_split(config, eval_step, state, val_source, dp)
                 writer.write(step, val_metrics, prefix="val/")
                 writer.write(
                     step,

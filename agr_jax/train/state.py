@@ -28,20 +28,24 @@ def create_train_state(
 ) -> TrainState:
     """Initialise params, BN statistics and optimiser state deterministically from `seed`.
 
-    `compiler_options` go to `jax.jit` (tests pass cheap-compile XLA options)."""
-    init_key, dropout_key = jax.random.split(jax.random.key(seed))
-    variables = jax.jit(
-        lambda k: model.init(k, jnp.zeros((1, *image_shape)), train=False),
-        compiler_options=compiler_options,
-    )(init_key)
-    params = variables["params"]
-    return TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        batch_stats=variables.get("batch_stats", {}),
-        opt_state=tx.init(params),
-        rng=jax.random.key_data(dropout_key),
-    )
+    One jitted function (the seed is a compile-time constant), so creating the state makes
+    no host-to-device transfer and dispatches no eager ops. `compiler_options` go to
+    `jax.jit` (tests pass cheap-compile XLA options).
+    """
+
+    def init() -> TrainState:
+        init_key, dropout_key = jax.random.split(jax.random.key(seed))
+        variables = model.init(init_key, jnp.zeros((1, *image_shape)), train=False)
+        params = variables["params"]
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            batch_stats=variables.get("batch_stats", {}),
+            opt_state=tx.init(params),
+            rng=jax.random.key_data(dropout_key),
+        )
+
+    return jax.jit(init, compiler_options=compiler_options)()
 
 
 def count_params(params: Any) -> int:
