@@ -210,13 +210,14 @@ def _check_combinations(
     if parallel != "none":
         devices = jax.device_count() if num_devices is None else num_devices
     splits = ((devices, f"devices (parallel={parallel!r})"), (processes, "processes"))
-    for key in ("batch_size", "eval_batch_size"):
-        for count, what in splits:
-            if config[key] % count:
-                raise ValueError(
-                    f"config.{key}: the global batch {config[key]} is not divisible by the "
-                    f"{count} {what}; use a multiple of {count}"
-                )
+    # Only the training batch: eval batches are padded to a multiple of the device count
+    # (DataParallel.padded_size) and every process evaluates the whole split.
+    for count, what in splits:
+        if config.batch_size % count:
+            raise ValueError(
+                f"config.batch_size: the global batch {config.batch_size} is not divisible by "
+                f"the {count} {what}; use a multiple of {count}"
+            )
     dataset = config.data.name
     races = config.tasks.get("num_races")
     labelled = DATASET_RACES[dataset]

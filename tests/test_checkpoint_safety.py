@@ -47,6 +47,19 @@ def test_different_config_is_refused_and_names_the_keys(tmp_path):
     assert (tmp_path / "checkpoints").is_dir()
 
 
+def test_execution_settings_may_change_when_resuming(tmp_path):
+    workdir.prepare(base(), tmp_path, overwrite=False)
+    resumed = base()
+    resumed.parallel = "none"  # saved on several devices, resumed on one
+    resumed.total_steps = 500  # a longer run
+    resumed.log_every_steps = 7
+    workdir.prepare(resumed, tmp_path, overwrite=False)
+    assert configuration.load(tmp_path).total_steps == 500
+    resumed.seed = 1  # what is trained: still refused
+    with pytest.raises(workdir.WorkdirConflict, match="seed: 0 -> 1"):
+        workdir.prepare(resumed, tmp_path, overwrite=False)
+
+
 def test_run_started_before_a_new_base_key_still_resumes(tmp_path):
     path = configuration.save(base(), tmp_path)
     values = json.loads(path.read_text())

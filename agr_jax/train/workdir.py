@@ -21,6 +21,21 @@ from agr_jax import configuration
 log = logging.getLogger(__name__)
 
 RUN_OUTPUTS = ("checkpoints", "best", "metrics.jsonl", "tensorboard", "eval")
+# How a run executes, not what it trains: these may change when resuming (e.g. save on 8
+# devices, resume on 1; a longer run; other logging), and the change is logged.
+EXECUTION_KEYS = frozenset(
+    {
+        "parallel",
+        "total_steps",
+        "num_epochs",
+        "eval_batch_size",
+        "log_every_steps",
+        "checkpoint_every_steps",
+        "prefetch",
+        "data.worker_count",
+        "eval_flip_tta",
+    }
+)
 
 
 class WorkdirConflict(ValueError):
@@ -66,6 +81,10 @@ def prepare(config: ml_collections.ConfigDict, workdir: str | Path, overwrite: b
         new = json.loads(config.to_json_best_effort())
         defaults = json.loads(configuration.base_config().to_json_best_effort())
         diffs = config_differences(json.loads(saved_path.read_text()), new, defaults)
+        accepted = [d for d in diffs if d.split(":", 1)[0] in EXECUTION_KEYS]
+        if accepted:
+            log.warning("resuming with changed execution settings: %s", "; ".join(accepted))
+        diffs = [d for d in diffs if d not in accepted]
         if diffs:
             raise WorkdirConflict(
                 f"{saved_path}: this workdir holds a run with a different config:\n  "
