@@ -51,7 +51,7 @@ def tiny_report(tmp_path_factory):
     tiny = suite.Suite(
         models=[ModelSpec("ror", 16, 8, "float32", TINY_ROR),
                 ModelSpec("not_a_model", 16, 8, "float32", {})],
-        steps=2, windows=2, vs_pytorch=("ror",) if HAS_TORCH else (),
+        steps=2, windows=2, vs_pytorch=("ror",),  # without torch: the skip path
         pipeline_image_size=16, pipeline_batch=8, pipeline_workers=1, pipeline_sample=48,
         pipeline_batches=3, inference_batch=8, peak_matmul_size=256, synthetic_num=80,
         accelerator=True,  # adds per-device img/s and MFU (None: no bf16 peak known for CPU)
