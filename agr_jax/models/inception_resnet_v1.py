@@ -18,26 +18,23 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from agr_jax.models.layers import conv_factory, dense_factory, norm_factory, scaled
+from agr_jax.models.layers import Backbone, dense_factory, scaled
 
 Dtype = Any
 
 
-class InceptionResNetV1(nn.Module):
+class InceptionResNetV1(Backbone):
     width: float = 1.0
     repeats: Sequence[int] = (5, 10, 5)
     embedding_size: int = 128
     dropout: float = 0.0
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(
         self, x: jnp.ndarray, train: bool = False
     ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
-        conv = conv_factory(self.dtype, self.param_dtype)
-        norm = norm_factory(train, self.dtype, self.param_dtype, self.bn_axis_name, epsilon=1e-3)
+        conv = self.conv_layer()
+        norm = self.norm_layer(train, epsilon=1e-3)
         ch = lambda c: scaled(c, self.width)
 
         def cbn(x, filters, kernel, strides=1, padding="SAME", name=None):

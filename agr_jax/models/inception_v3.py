@@ -13,7 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from agr_jax.models.layers import conv_factory, norm_factory, scaled
+from agr_jax.models.layers import Backbone, scaled
 
 Dtype = Any
 
@@ -45,17 +45,14 @@ def _max_pool_valid(x: jnp.ndarray) -> jnp.ndarray:
     return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
 
 
-class InceptionV3(nn.Module):
+class InceptionV3(Backbone):
     width: float = 1.0
     mixed_blocks: int = 11
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        conv = conv_factory(self.dtype, self.param_dtype)
-        norm = norm_factory(train, self.dtype, self.param_dtype, self.bn_axis_name, epsilon=1e-3)
+        conv = self.conv_layer()
+        norm = self.norm_layer(train, epsilon=1e-3)
         counter = iter(range(1000))
 
         def cbn(x, filters, kh, kw, strides=1, padding="SAME"):

@@ -77,3 +77,21 @@ class SeparableConv(nn.Module):
 def to_dtype(name: str | Dtype) -> Dtype:
     """Config strings ('float32', 'bfloat16') to jnp dtypes."""
     return jnp.dtype(name) if isinstance(name, str) else name
+
+
+class Backbone(nn.Module):
+    """Fields every backbone shares: compute dtype, storage dtype, BatchNorm sync axis.
+
+    Subclasses build their layers from `conv_layer`/`norm_layer`, so the dtypes (and the
+    axis over which BN statistics are averaged in data-parallel training) reach every layer.
+    """
+
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    bn_axis_name: str | None = None
+
+    def conv_layer(self, **defaults: Any):
+        return conv_factory(self.dtype, self.param_dtype, **defaults)
+
+    def norm_layer(self, train: bool, **kwargs: Any):
+        return norm_factory(train, self.dtype, self.param_dtype, self.bn_axis_name, **kwargs)

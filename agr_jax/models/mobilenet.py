@@ -12,7 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from agr_jax.models.layers import conv_factory, norm_factory
+from agr_jax.models.layers import Backbone
 
 Dtype = Any
 
@@ -25,20 +25,17 @@ BLOCKS = (
 _PAD_BR = [(0, 1), (0, 1)]  # Keras ZeroPadding2D(((0, 1), (0, 1))) before strided convs
 
 
-class MobileNet(nn.Module):
+class MobileNet(Backbone):
     """MobileNet v1 trunk; `num_blocks` < 13 truncates it (tiny test variants)."""
 
     alpha: float = 1.0
     depth_multiplier: int = 1
     num_blocks: int = len(BLOCKS)
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        conv = conv_factory(self.dtype, self.param_dtype)
-        norm = norm_factory(train, self.dtype, self.param_dtype, self.bn_axis_name, epsilon=1e-3)
+        conv = self.conv_layer()
+        norm = self.norm_layer(train, epsilon=1e-3)
         x = x.astype(self.dtype)
         x = conv(int(32 * self.alpha), (3, 3), strides=2, padding=_PAD_BR, name="conv1")(x)
         x = nn.relu6(norm(name="conv1_bn")(x))

@@ -12,7 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from agr_jax.models.layers import dense_factory
+from agr_jax.models.layers import Backbone, dense_factory
 from agr_jax.models.mobilenet import BLOCKS, MobileNet
 
 Dtype = Any
@@ -44,7 +44,7 @@ class EncoderLayer(nn.Module):
         return layer_norm("ln_ffn")(x + drop(y))
 
 
-class MobileNetTransformer(nn.Module):
+class MobileNetTransformer(Backbone):
     alpha: float = 1.0
     num_blocks: int = len(BLOCKS)
     d_model: int = 256
@@ -52,9 +52,6 @@ class MobileNetTransformer(nn.Module):
     num_heads: int = 4
     mlp_dim: int = 512
     dropout: float = 0.0
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:

@@ -12,24 +12,21 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from agr_jax.models.layers import conv_factory, norm_factory, scaled
+from agr_jax.models.layers import Backbone, scaled
 
 Dtype = Any
 
 
-class ResBlockCNN(nn.Module):
+class ResBlockCNN(Backbone):
     conv_filters: Sequence[int] = (32, 64, 128)
     res_blocks: int = 2
     dropout: float = 0.2
     width: float = 1.0
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        conv = conv_factory(self.dtype, self.param_dtype)
-        norm = norm_factory(train, self.dtype, self.param_dtype, self.bn_axis_name)
+        conv = self.conv_layer()
+        norm = self.norm_layer(train)
         x = x.astype(self.dtype)
         for i, filters in enumerate(self.conv_filters):
             x = conv(scaled(filters, self.width), (3, 3), name=f"conv{i + 1}")(x)

@@ -14,7 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from agr_jax.models.layers import conv_factory, norm_factory, scaled
+from agr_jax.models.layers import Backbone, scaled
 
 Dtype = Any
 
@@ -64,7 +64,7 @@ class Bottleneck(nn.Module):
         return nn.relu(y + shortcut)
 
 
-class ResNet(nn.Module):
+class ResNet(Backbone):
     """ResNet trunk (7x7/2 stem, 3x3/2 max-pool, four stages) returning the last feature map."""
 
     stage_sizes: Sequence[int] = (3, 4, 6, 3)
@@ -72,16 +72,11 @@ class ResNet(nn.Module):
     width: float = 1.0
     use_bias: bool = True
     bn_epsilon: float = 1.001e-5
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        conv = conv_factory(self.dtype, self.param_dtype, use_bias=self.use_bias)
-        norm = norm_factory(
-            train, self.dtype, self.param_dtype, self.bn_axis_name, epsilon=self.bn_epsilon
-        )
+        conv = self.conv_layer(use_bias=self.use_bias)
+        norm = self.norm_layer(train, epsilon=self.bn_epsilon)
         block_cls = {"basic": BasicBlock, "bottleneck": Bottleneck}[self.block]
         x = x.astype(self.dtype)
         x = conv(scaled(64, self.width), (7, 7), strides=2, padding=[(3, 3)] * 2, name="stem_conv")(

@@ -13,7 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from agr_jax.models.layers import conv_factory, norm_factory
+from agr_jax.models.layers import Backbone
 
 Dtype = Any
 
@@ -43,20 +43,17 @@ class PreActBottleneck(nn.Module):
         return y + shortcut
 
 
-class RoR(nn.Module):
+class RoR(Backbone):
     """RoR trunk returning the final (BN-ReLU'd) feature map, NHWC."""
 
     stage_sizes: Sequence[int] = (3, 4, 6, 3)
     width: int = 64
     expansion: int = 4
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        conv = conv_factory(self.dtype, self.param_dtype)
-        norm = norm_factory(train, self.dtype, self.param_dtype, axis_name=self.bn_axis_name)
+        conv = self.conv_layer()
+        norm = self.norm_layer(train)
         x = x.astype(self.dtype)
         x = conv(self.width, (7, 7), strides=2, padding=[(3, 3), (3, 3)], name="stem_conv")(x)
         x = nn.relu(norm(name="stem_bn")(x))

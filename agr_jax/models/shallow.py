@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from agr_jax.models.layers import conv_factory, dense_factory, scaled
+from agr_jax.models.layers import Backbone, dense_factory, scaled
 
 Dtype = Any
 
@@ -37,18 +37,15 @@ def local_response_norm(
     return (x / jnp.power(k + alpha / size * window_sum, beta)).astype(x.dtype)
 
 
-class ShallowLRN(nn.Module):
+class ShallowLRN(Backbone):
     width: float = 1.0
     grayscale: bool = False
     fc_sizes: tuple[int, int] = (512, 100)
     dropout: float = 0.5
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    bn_axis_name: str | None = None  # unused: no BatchNorm; kept for the constructor API
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        conv = conv_factory(self.dtype, self.param_dtype, use_bias=True)
+        conv = self.conv_layer(use_bias=True)
         dense = dense_factory(self.dtype, self.param_dtype)
         if self.grayscale:
             x = jnp.tensordot(x, jnp.asarray(_LUMA, x.dtype), axes=([-1], [0]))[..., None]

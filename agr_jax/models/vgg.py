@@ -8,23 +8,20 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from agr_jax.models.layers import conv_factory, scaled
+from agr_jax.models.layers import Backbone, scaled
 
 Dtype = Any
 
 
-class VGG(nn.Module):
+class VGG(Backbone):
     """Blocks of 3x3 conv + ReLU, each followed by a 2x2 max-pool; no BatchNorm (as in Keras)."""
 
     block_sizes: Sequence[int] = (2, 2, 4, 4, 4)
     width: float = 1.0
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    bn_axis_name: str | None = None  # unused: VGG has no BatchNorm; kept for the constructor API
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        conv = conv_factory(self.dtype, self.param_dtype, use_bias=True)
+        conv = self.conv_layer(use_bias=True)
         x = x.astype(self.dtype)
         for b, n in enumerate(self.block_sizes):
             filters = scaled(64 * 2 ** min(b, 3), self.width)

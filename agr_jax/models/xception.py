@@ -13,22 +13,19 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from agr_jax.models.layers import SeparableConv, conv_factory, norm_factory, scaled
+from agr_jax.models.layers import Backbone, SeparableConv, scaled
 
 Dtype = Any
 
 
-class Xception(nn.Module):
+class Xception(Backbone):
     width: float = 1.0
     middle_blocks: int = 8
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        conv = conv_factory(self.dtype, self.param_dtype)
-        norm = norm_factory(train, self.dtype, self.param_dtype, self.bn_axis_name, epsilon=1e-3)
+        conv = self.conv_layer()
+        norm = self.norm_layer(train, epsilon=1e-3)
         sep = functools.partial(SeparableConv, conv=conv)
         ch = functools.partial(scaled, width=self.width)
         pool = functools.partial(nn.max_pool, window_shape=(3, 3), strides=(2, 2), padding="SAME")
