@@ -106,19 +106,11 @@ def read_fairface(root: str | Path, *, check_decode: bool = True) -> utkface.Rea
                 if not image.is_file():
                     rejects.append(utkface.Reject(name, f"missing image: {image}"))
                     continue
-                data = image.read_bytes()
-                if not data:
-                    rejects.append(utkface.Reject(name, utkface.EMPTY))
-                    continue
-                if check_decode:
-                    new, note, reason = utkface._check_image(data)
-                    if reason is not None:
-                        rejects.append(utkface.Reject(name, reason))
-                        continue
-                    if note is not None:
-                        converted.append((name, note))
-                        data = new
-                examples.append((label, data))
+                data = utkface.accept_image(
+                    name, image.read_bytes(), check_decode, rejects, converted
+                )
+                if data is not None:
+                    examples.append((label, data))
     examples.sort(key=lambda e: e[0].file_name)
     result = utkface.ReadResult(examples, sorted(rejects, key=lambda r: r.file_name), converted)
     log.info("%s", result.summary())

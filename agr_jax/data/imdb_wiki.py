@@ -117,18 +117,11 @@ def read_imdb_wiki(
         if reason is not None:
             rejects.append(utkface.Reject(path, reason))
             continue
-        data = (root / path).read_bytes()
-        if not data:
-            rejects.append(utkface.Reject(path, utkface.EMPTY))
+        data = utkface.accept_image(
+            path, (root / path).read_bytes(), check_decode, rejects, converted
+        )
+        if data is None:
             continue
-        if check_decode:
-            new, note, why = utkface._check_image(data)
-            if why is not None:
-                rejects.append(utkface.Reject(path, why))
-                continue
-            if note is not None:
-                converted.append((path, note))
-                data = new
         person = Path(path).name.split("_", 1)[0]
         label = ImdbWikiLabel(path, age, 0 if gender == 1.0 else 1, -1, person, score)
         examples.append((label, data))

@@ -178,6 +178,29 @@ def _check_image(data: bytes) -> tuple[bytes | None, str | None, str | None]:
     return new, f"{fmt} {mode} converted to RGB JPEG (quality 95)", None
 
 
+def accept_image(
+    name: str,
+    data: bytes,
+    check_decode: bool,
+    rejects: list[Reject],
+    converted: list[tuple[str, str]],
+) -> bytes | None:
+    """The bytes to keep for `name` (converted to RGB JPEG where safe), or None after
+    recording why it is rejected; every dataset reader shares this rule."""
+    if not data:
+        rejects.append(Reject(name, EMPTY))
+        return None
+    if not check_decode:
+        return data
+    new, note, reason = _check_image(data)
+    if reason is not None:
+        rejects.append(Reject(name, reason))
+        return None
+    if note is not None:
+        converted.append((name, note))
+    return new
+
+
 def _iter_folder(folder: Path) -> Iterator[tuple[str, str, bytes]]:
     """Yields (name, origin, bytes) for files in folder and one level of subfolders."""
     entries = sorted(os.scandir(folder), key=lambda e: e.name)
@@ -258,22 +281,12 @@ def read_utkface(
             rejects.append(Reject(name, f"{BAD_NAME}: {e.reason}"))
             seen_rejected[name] = origin
             continue
-        if not data:
-            rejects.append(Reject(name, EMPTY))
+        kept_bytes = accept_image(name, data, check_decode, rejects, converted)
+        if kept_bytes is None:
             seen_rejected[name] = origin
             continue
-        digest = hashlib.sha1(data).hexdigest()
-        if check_decode:
-            new, note, reason = _check_image(data)
-            if reason is not None:
-                rejects.append(Reject(name, reason))
-                seen_rejected[name] = origin
-                continue
-            if note is not None:
-                converted.append((name, note))
-                data = new
-        kept[name] = (label, data, origin)
-        digests[digest].append(name)
+        kept[name] = (label, kept_bytes, origin)
+        digests[hashlib.sha1(data).hexdigest()].append(name)
     rejects += _reject_duplicate_images(kept, digests.values())
     examples = [(kept[n][0], kept[n][1]) for n in sorted(kept)]
     rejects.sort(key=lambda r: r.file_name)
