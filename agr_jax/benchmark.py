@@ -10,6 +10,7 @@ from absl import app, flags, logging
 
 from agr_jax.bench import pipeline, suite
 from agr_jax.cli import setup_logging
+from agr_jax.train.parallel import use_cpu_devices
 
 _SUITE = flags.DEFINE_enum("suite", "cpu", sorted(suite.SUITES), "Which benchmark suite.")
 _JSON = flags.DEFINE_string("json", None, "Write the report as JSON to this path.")
@@ -18,10 +19,14 @@ _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "UTKFace folder for the pipeline sections (default: <repo>/../shared/"
     "utkface; a synthetic set is generated when it is missing).")
 _WORK_DIR = flags.DEFINE_string("work_dir", "runs/benchmark", "Cache for prepared data.")
+_CPU_DEVICES = flags.DEFINE_integer(
+    "cpu_devices", 0, "Split the CPU into this many XLA devices and time the data-parallel "
+    "step over them, as training with config.cpu_devices does (0: one device).")
 
 
 def main(argv):
     del argv
+    use_cpu_devices(_CPU_DEVICES.value)
     setup_logging(logging.INFO)
     repo_root = Path(__file__).resolve().parents[1]
     data_dir = Path(_DATA_DIR.value) if _DATA_DIR.value else pipeline.default_data_dir(repo_root)

@@ -186,6 +186,8 @@ def validate(
             f"{sorted([*tasks.AGE_BIN_PRESETS, tasks.FIVE_YEAR])} or K+1 increasing edges",
         )
         tasks.resolve_age_edges(tasks_cfg.age_bins, float(tasks_cfg.get("max_age", 116.0)))
+    tasks.TaskSpec.from_config(tasks_cfg)  # the remaining task checks (tasks.age_loss, ...)
+    require(int(config.get("cpu_devices", 0)) >= 0, "cpu_devices", ">= 0 (0: JAX's default)")
     optim.parse_lr_multipliers(config.optimizer.get("lr_multipliers", ()))
     ratios = tuple(config.data.split_ratios)
     require(

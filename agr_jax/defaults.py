@@ -37,12 +37,15 @@ def get_config() -> config_dict.ConfigDict:
     c.model.head_hidden = (128, 128)
     c.model.pooling = "max"
     c.model.dropout = 0.0
+    # "auto": on CPU, convs XLA runs slowly become matmuls (models/conv.py); "xla": never.
+    c.model.conv_impl = "auto"
 
     c.tasks = config_dict.ConfigDict()
     c.tasks.age_mode = "regression"  # or "bins" / "ordinal" (then set tasks.age_bins)
     # Age-bin preset ("utkface9", "5year", "intervals4", "fairface9") or K+1 edges in years.
     c.tasks.age_bins = config_dict.placeholder(object)
     c.tasks.max_age = 116.0
+    c.tasks.age_loss = "mse"  # regression mode: "mse" or "l1" on age/max_age
     c.tasks.weights = config_dict.ConfigDict(dict(age=1.0, gender=1.0, race=1.0))
     c.tasks.weighting = "fixed"  # or "learned" (uncertainty weighting, trainable s_t)
 
@@ -53,6 +56,7 @@ def get_config() -> config_dict.ConfigDict:
     c.dtype = "float32"
     c.param_dtype = "float32"
     c.parallel = "shard_map"  # "pmap", or "none" (one device): see train/parallel.py
+    c.cpu_devices = 0  # > 0: split a CPU host into this many XLA devices (one per core)
     c.eval_flip_tta = False  # evaluate: average outputs on each face and its mirror
     c.skip_nonfinite = False  # True: skip (and count) steps with a NaN/Inf loss or gradient
 

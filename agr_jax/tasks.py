@@ -1,7 +1,8 @@
 """Task definitions: output widths, losses, task weighting and decoding to human units.
 
 Age modes, all decoded to years so age MAE compares across modes:
-- `regression`: sigmoid(logit) * max_age, MSE on age/max_age.
+- `regression`: sigmoid(logit) * max_age; MSE (`tasks.age_loss="mse"`) or L1 (`"l1"`, the
+  loss of the metric users read, MAE, and robust to the odd mislabelled age) on age/max_age.
 - `bins`: softmax over K age bins (edges from `tasks.age_bins`), cross-entropy; decoded as the
   expected value of the bin centres.
 - `ordinal`: K-1 rank-consistent binary outputs "age bin > k" (CORAL, Cao et al. 2020),
@@ -23,6 +24,7 @@ import optax
 
 TASKS = ("age", "gender", "race")
 AGE_MODES = ("regression", "bins", "ordinal")
+REGRESSION_LOSSES = ("mse", "l1")
 WEIGHTINGS = ("fixed", "learned")
 
 # Age-bin edges (integer years): bin i holds ages e_i .. e_{i+1} - 1; None = max_age + 1 ("62+").
@@ -69,10 +71,20 @@ class TaskSpec:
     weights: tuple[tuple[str, float], ...] = (("age", 1.0), ("gender", 1.0), ("race", 1.0))
     weighting: str = "fixed"
     age_edges: tuple[float, ...] = ()  # K+1 edges in years, for the bins and ordinal modes
+    age_loss: str = "mse"  # regression mode: "mse" or "l1" on age/max_age
 
     def __post_init__(self):
         if self.age_mode not in AGE_MODES:
             raise ValueError(f"tasks.age_mode: expected one of {AGE_MODES}, got {self.age_mode!r}")
+        if self.age_loss not in REGRESSION_LOSSES:
+            raise ValueError(
+                f"tasks.age_loss: expected one of {REGRESSION_LOSSES}, got {self.age_loss!r}"
+            )
+        if self.age_mode != "regression" and self.age_loss != "mse":
+            raise ValueError(
+                f"tasks.age_loss: {self.age_loss!r} applies to age_mode 'regression' only "
+                f"(age_mode {self.age_mode!r} trains with cross-entropy)"
+            )
         if self.age_mode != "regression" and len(self.age_edges) < 3:
             raise ValueError(
                 f"tasks.age_bins: age_mode {self.age_mode!r} needs age-bin edges "
@@ -130,6 +142,7 @@ class TaskSpec:
             weights=tuple((t, float(weights.get(t, 1.0))) for t in TASKS),
             weighting=tasks_config.get("weighting", "fixed"),
             age_edges=resolve_age_edges(age_bins, max_age) if age_bins not in (None, "") else (),
+            age_loss=tasks_config.get("age_loss", "mse"),
         )
 
 
@@ -161,8 +174,8 @@ def age_loss(age_logits: jnp.ndarray, age: jnp.ndarray, spec: TaskSpec) -> jnp.n
         levels = jnp.arange(spec.num_age_bins - 1)
         targets = (age_bin_labels(age, spec)[:, None] > levels).astype(jnp.float32)
         return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, targets), axis=-1)
-    pred = jax.nn.sigmoid(logits[..., 0])
-    return jnp.square(pred - age.astype(jnp.float32) / spec.max_age)
+    error = jax.nn.sigmoid(logits[..., 0]) - age.astype(jnp.float32) / spec.max_age
+    return jnp.abs(error) if spec.age_loss == "l1" else jnp.square(error)
 
 
 def per_example_losses(

@@ -119,6 +119,10 @@ def test_validate_names_the_new_keys():
         configuration.validate(_config(age_mode="quantile"))
     with pytest.raises(ValueError, match="tasks.weighting"):
         configuration.validate(_config(weighting="magic"))
+    with pytest.raises(ValueError, match="tasks.age_loss"):
+        configuration.validate(_config(age_loss="huber"))
+    with pytest.raises(ValueError, match="tasks.age_loss"):
+        configuration.validate(_config(age_mode="bins", age_bins="utkface9", age_loss="l1"))
     with pytest.raises(ValueError, match="tasks.age_bins"):
         tasks.TaskSpec.from_config({"age_mode": "bins"})
     configuration.validate(_config(age_mode="bins", age_bins="fairface9", weighting="learned"))
@@ -126,3 +130,13 @@ def test_validate_names_the_new_keys():
     bad.optimizer.lr_multipliers = (("backbone/*", -1.0),)
     with pytest.raises(ValueError, match="optimizer.lr_multipliers"):
         configuration.validate(bad)
+
+
+@pytest.mark.parametrize("loss", ["mse", "l1"])
+def test_regression_age_losses(loss):
+    spec = tasks.TaskSpec.from_config({"age_loss": loss})
+    logits = jnp.asarray([[0.0], [1.0], [-2.0]])
+    age = jnp.asarray([58.0, 20.0, 90.0])
+    error = jax.nn.sigmoid(logits[:, 0]) - age / spec.max_age
+    expected = jnp.abs(error) if loss == "l1" else jnp.square(error)
+    np.testing.assert_allclose(tasks.age_loss(logits, age, spec), expected, rtol=1e-6)

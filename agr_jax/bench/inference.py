@@ -1,4 +1,4 @@
-"""Batched inference throughput: JPEG bytes -> decoded, normalised batch -> jit predict -> labels.
+"""Batched inference throughput: JPEG bytes -> decoded uint8 batch -> jit predict -> labels.
 
 Host decoding of batch i+1 overlaps the device's work on batch i (labels fetched one batch late).
 """
@@ -19,7 +19,6 @@ from agr_jax.data import pipeline
 def run(bench: StepBench, jpegs: list[bytes], batch: int, rounds: int = 2) -> dict[str, Any]:
     """The `inference` section, using `bench`'s model and (trained-for-a-few-steps) state."""
     spec, model, task_spec = bench.spec, bench.model, bench.task_spec
-    normalise = pipeline.BatchAndNormalize(pipeline.DEFAULT_NORMALIZE)
     traces = 0
 
     def predict(variables, images):
@@ -30,7 +29,11 @@ def run(bench: StepBench, jpegs: list[bytes], batch: int, rounds: int = 2) -> di
         return {k: preds[k] for k in ("age", "gender", "race")}
 
     predict = jax.jit(predict)
-    variables = {"params": bench.state.params, "batch_stats": bench.state.batch_stats}
+    # One device (the first): serving-style batched prediction, whatever the step's mesh.
+    variables = jax.device_put(
+        jax.device_get({"params": bench.state.params, "batch_stats": bench.state.batch_stats}),
+        jax.local_devices()[0],
+    )
     n = (len(jpegs) // batch) * batch
     if n == 0:
         raise ValueError(f"inference: need at least {batch} images, got {len(jpegs)}")
@@ -40,7 +43,7 @@ def run(bench: StepBench, jpegs: list[bytes], batch: int, rounds: int = 2) -> di
         for i in range(0, n, batch):
             records = [{"image": pipeline.decode_image(b, spec.image_size)}
                        for b in jpegs[i : i + batch]]
-            out = predict(variables, normalise(records)["image"])
+            out = predict(variables, pipeline.stack_records(records)["image"])
             if pending is not None:
                 count += len(np.asarray(pending["gender"]))
             pending = out

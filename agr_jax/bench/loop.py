@@ -40,7 +40,7 @@ def run(bench: StepBench, source: Any, steps: int, windows: int, workers: int) -
         source, image_size=spec.image_size, batch_size=spec.batch, train=True, seed=0,
         augment=pipeline_bench.AUGMENT, worker_count=workers,
     )
-    batches = DevicePrefetcher(iter(ds), put=jax.device_put, size=2)
+    batches = DevicePrefetcher(iter(ds), put=bench.put, size=2)
     _loop_window(bench, batches, 2)  # fills the prefetch queue, starts workers
     loop_t, pure_t = [], []
     for _ in range(windows):

@@ -1,8 +1,10 @@
 """Pure training-step throughput: the project's jitted step on one device-resident batch.
 
-The step is the real one (`make_train_step`, donated state, Adam + clipping); the batch is
-random and stays on device, so only the step is timed. Compile time is the first call minus
-one steady step. A trace counter turns any recompilation after step 1 into an error.
+The step is the real one (`make_train_step`, donated state, Adam + clipping), wrapped as the
+trainer wraps it: `DataParallel` shard_map over every local device when there are several
+(e.g. `--cpu_devices 2`: one XLA device per core), plain jit on one. The batch is random
+and stays on device, so only the step is timed. Compile time is the first call minus one
+steady step. A trace counter turns any recompilation after step 1 into an error.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from agr_jax import models, tasks
 from agr_jax.models.flops import forward_flops
 from agr_jax.train.optim import make_optimizer
+from agr_jax.train.parallel import DataParallel
 from agr_jax.train.state import count_params, create_train_state
 from agr_jax.train.step import make_train_step
 
@@ -47,7 +50,7 @@ def random_batch(batch: int, image_size: int, seed: int = 0) -> dict[str, np.nda
     """A batch with the pipeline's keys, shapes and dtypes (so the same executable serves both)."""
     rng = np.random.default_rng(seed)
     return {
-        "image": rng.random((batch, image_size, image_size, 3), dtype=np.float32),
+        "image": rng.integers(0, 256, (batch, image_size, image_size, 3), dtype=np.uint8),
         "age": rng.uniform(1, 100, batch).astype(np.float32),
         "gender": rng.integers(0, 2, batch).astype(np.int32),
         "race": rng.integers(0, 5, batch).astype(np.int32),
@@ -60,26 +63,39 @@ class StepBench:
     def __init__(self, spec: ModelSpec, seed: int = 0):
         self.spec = spec
         self.task_spec = tasks.TaskSpec()
+        self.parallel = DataParallel.create("shard_map" if jax.local_device_count() > 1
+                                            else "none")
+        self.parallel.check_batch_size(spec.batch, "batch (benchmark)")
         self.model = models.build(
-            spec.name, outputs=self.task_spec.output_sizes(), dtype=spec.dtype, **spec.kwargs
+            spec.name, outputs=self.task_spec.output_sizes(), dtype=spec.dtype,
+            bn_axis_name=self.parallel.axis_name, **spec.kwargs
         )
         self.tx = make_optimizer(OPTIMIZER, total_steps=1)
         shape = (spec.image_size, spec.image_size, 3)
-        self.state = create_train_state(self.model, self.tx, shape, seed)
+        self.state = self.parallel.replicate(create_train_state(self.model, self.tx, shape, seed))
         self.num_params = count_params(self.state.params)
         # Training = forward + backward (grads wrt activations and weights) = 3 x forward.
         self.flops_per_img = 3 * forward_flops(self.model, spec.image_size)
         self.traces = 0
-        body = make_train_step(self.model, self.tx, self.task_spec)
+        body = make_train_step(self.model, self.tx, self.task_spec,
+                               axis_name=self.parallel.axis_name)
 
         def counted(state, batch):
             self.traces += 1  # runs only while tracing
             return body(state, batch)
 
-        self.step = jax.jit(counted, donate_argnums=0)
-        self.batch = jax.device_put(random_batch(spec.batch, spec.image_size, seed))
+        self.step = self.parallel.train_step(counted)
+        self.batch = self.put(random_batch(spec.batch, spec.image_size, seed))
         self.compile_s: float | None = None
         self.last_metrics: Any = None
+
+    @property
+    def num_devices(self) -> int:
+        return self.parallel.num_devices
+
+    def put(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        """A host batch onto the step's devices, sharded as the trainer shards it."""
+        return self.parallel.put_batch(batch)
 
     def run(self, batch: Any) -> Any:
         self.state, self.last_metrics = self.step(self.state, batch)
@@ -124,6 +140,7 @@ def measure(bench: StepBench, steps: int, windows: int, peak_tflops: float) -> d
         "batch": bench.spec.batch,
         "image_size": bench.spec.image_size,
         "dtype": bench.spec.dtype,
+        "devices": bench.num_devices,
         "params": bench.num_params,
         "model_kwargs": dict(bench.spec.kwargs),
         "window_img_s": [bench.spec.batch * steps / t for t in times],

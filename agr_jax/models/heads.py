@@ -13,6 +13,21 @@ from agr_jax.models.layers import dense_factory
 
 Dtype = Any
 
+# uint8 pixels p -> (p / 255 - 0.5) / 0.5, i.e. [-1, 1]: per-channel mean and std of 0.5.
+PIXEL_MEAN = 127.5
+PIXEL_SCALE = 1.0 / 127.5
+
+
+def normalize_pixels(images: jnp.ndarray) -> jnp.ndarray:
+    """uint8 RGB images (what the pipeline and `predict` feed) -> float32 in [-1, 1].
+
+    Done inside the jitted model so the host ships bytes; float inputs are taken as already
+    normalised and pass through unchanged.
+    """
+    if images.dtype != jnp.uint8:
+        return images
+    return (images.astype(jnp.float32) - PIXEL_MEAN) * PIXEL_SCALE
+
 
 def global_pool(x: jnp.ndarray, pooling: str) -> jnp.ndarray:
     """NHWC -> NC. Max pooling is the default for face attributes (strongest local evidence)."""
@@ -141,7 +156,7 @@ class MultiTaskModel(nn.Module):
     ) -> tuple[dict[str, jnp.ndarray], dict[str, jnp.ndarray]]:
         if self.learned_loss_weights:
             LossLogVars(tuple(self.learned_loss_weights), name="loss_log_vars")()
-        out = self.backbone(images, train)
+        out = self.backbone(normalize_pixels(images), train)
         extra: dict[str, jnp.ndarray] = {}
         if isinstance(out, tuple):
             out, extra = out

@@ -8,15 +8,18 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from agr_jax.models.conv import conv_general_dilated_for
+
 Dtype = Any
 
 
-def conv_factory(dtype: Dtype, param_dtype: Dtype, **defaults: Any):
-    """A `nn.Conv` partial with the model's compute/storage dtypes and He init (no bias unless
-    `use_bias=True` is among `defaults`)."""
+def conv_factory(dtype: Dtype, param_dtype: Dtype, conv_impl: str = "auto", **defaults: Any):
+    """A `nn.Conv` partial with the model's compute/storage dtypes, He init (no bias unless
+    `use_bias=True` is among `defaults`) and the convolution routing of `models.conv`."""
     defaults = {
         "use_bias": False,
         "kernel_init": nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+        "conv_general_dilated": conv_general_dilated_for(conv_impl),
         **defaults,
     }
     return functools.partial(nn.Conv, dtype=dtype, param_dtype=param_dtype, **defaults)
@@ -80,18 +83,19 @@ def to_dtype(name: str | Dtype) -> Dtype:
 
 
 class Backbone(nn.Module):
-    """Fields every backbone shares: compute dtype, storage dtype, BatchNorm sync axis.
+    """Fields every backbone shares: compute dtype, storage dtype, BatchNorm sync axis and
+    convolution routing (`models.conv`, `model.conv_impl`).
 
-    Subclasses build their layers from `conv_layer`/`norm_layer`, so the dtypes (and the
-    axis over which BN statistics are averaged in data-parallel training) reach every layer.
+    Subclasses build their layers from `conv_layer`/`norm_layer`, so these reach every layer.
     """
 
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     bn_axis_name: str | None = None
+    conv_impl: str = "auto"
 
     def conv_layer(self, **defaults: Any):
-        return conv_factory(self.dtype, self.param_dtype, **defaults)
+        return conv_factory(self.dtype, self.param_dtype, self.conv_impl, **defaults)
 
     def norm_layer(self, train: bool, **kwargs: Any):
         return norm_factory(train, self.dtype, self.param_dtype, self.bn_axis_name, **kwargs)

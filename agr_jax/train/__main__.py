@@ -35,6 +35,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
+    parallel.use_cpu_devices(int(_CONFIG.value.get("cpu_devices", 0)))
     distributed = _DISTRIBUTED.value
     if distributed is None:
         distributed = parallel.detect_distributed()

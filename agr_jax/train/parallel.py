@@ -49,6 +49,28 @@ def detect_distributed() -> bool:
     return "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
 
 
+def use_cpu_devices(count: int) -> None:
+    """Split the host CPU into `count` XLA devices (0: JAX's default, one device).
+
+    On a CPU-only machine, one device per core trained data-parallel keeps every core busy
+    (XLA's intra-op threading leaves ~20% idle on 2 cores; 2 devices train a ResNet-18 step
+    ~1.2x faster here). GPU/TPU runs are unaffected: only the CPU backend is split. Must run
+    before JAX initialises its backends.
+    """
+    if count < 0:
+        raise ValueError(f"config.cpu_devices: expected >= 0 (0 = JAX's default), got {count}")
+    if count == 0:
+        return
+    try:
+        jax.config.update("jax_num_cpu_devices", int(count))
+    except RuntimeError as e:
+        raise ValueError(
+            f"config.cpu_devices={count}: JAX's backends are already initialised ({e}); set it "
+            "before anything touches jax.devices(), or use XLA_FLAGS="
+            "--xla_force_host_platform_device_count"
+        ) from e
+
+
 def initialize_distributed(
     coordinator_address: str | None = None,
     num_processes: int | None = None,

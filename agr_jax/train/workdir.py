@@ -26,6 +26,7 @@ RUN_OUTPUTS = ("checkpoints", "best", "metrics.jsonl", "tensorboard", "eval")
 EXECUTION_KEYS = frozenset(
     {
         "parallel",
+        "cpu_devices",
         "total_steps",
         "num_epochs",
         "eval_batch_size",
@@ -34,6 +35,7 @@ EXECUTION_KEYS = frozenset(
         "prefetch",
         "data.worker_count",
         "eval_flip_tta",
+        "model.conv_impl",  # same parameters either way
     }
 )
 

@@ -1,0 +1,144 @@
+"""Convolutions routed around XLA:CPU's slow spots (`model.conv_impl`).
+
+XLA's CPU convolution is far from its matmul speed in two places that dominate small-face
+training (measured on 2 cores, batch 128, float32, forward + both gradients; see
+benchmarks/conv_layers.py):
+- outputs of at most 16 positions (the last stages at 64-96 px: 4x4, 3x3, 2x2 maps), where
+  a 3x3 conv 2x2x384 -> 384 takes 230 ms and the same contraction as one matmul over im2col
+  patches 24 ms; likewise 1x1 convs (strided projections: 7.9 ms against 4.5 ms);
+- the weight gradient of convolutions over few input channels (the RGB stem): 123 ms for a
+  7x7/2 stem at 64 px against 66 ms as a matmul over patches.
+`impl="auto"` sends those cases to the matmul form on CPU (same maths, float32 accumulation)
+and leaves every other conv, and every conv on GPU/TPU, to `lax.conv_general_dilated`.
+`impl="xla"` never reroutes. Parameters are the same either way, so checkpoints move freely.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+CONV_IMPLS = ("auto", "xla")
+NHWC = ("NHWC", "HWIO", "NHWC")
+MAX_MATMUL_POSITIONS = 16  # output positions up to which the whole conv is one matmul
+MAX_STEM_CHANNELS = 4  # input channels up to which the weight gradient is a matmul
+
+Pads = tuple[tuple[int, int], tuple[int, int]]
+
+
+def _patches(x: jnp.ndarray, kh: int, kw: int, strides: tuple[int, int], pads: Pads):
+    """[N, Ho, Wo, kh*kw*C] im2col patches, (i, j, c) order to match an HWIO kernel."""
+    n, _, _, c = x.shape
+    sh, sw = strides
+    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    ho = (xp.shape[1] - kh) // sh + 1
+    wo = (xp.shape[2] - kw) // sw + 1
+    taps = [
+        lax.slice(xp, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c),
+                  (1, sh, sw, 1))
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    return jnp.concatenate(taps, axis=-1) if len(taps) > 1 else taps[0]
+
+
+def _matmul_conv(x, w, strides: tuple[int, int], pads: Pads, out_dtype):
+    kh, kw, cin, cout = w.shape
+    cols = _patches(x, kh, kw, strides, pads)
+    y = lax.dot_general(cols, w.reshape(kh * kw * cin, cout), (((3,), (0,)), ((), ())),
+                        preferred_element_type=jnp.float32)
+    return y.astype(out_dtype)
+
+
+def _xla_conv(x, w, strides, pads):
+    return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=NHWC)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_matmul_weight_grad(x, w, strides, pads):
+    """XLA's conv forward and input gradient; the weight gradient as patches^T @ dy."""
+    return _xla_conv(x, w, strides, pads)
+
+
+def _weight_grad_fwd(x, w, strides, pads):
+    return _xla_conv(x, w, strides, pads), (x, w)
+
+
+def _weight_grad_bwd(strides, pads, residuals, dy):
+    x, w = residuals
+    _, input_vjp = jax.vjp(lambda x_: _xla_conv(x_, w, strides, pads), x)
+    (dx,) = input_vjp(dy)
+    kh, kw, _, _ = w.shape
+    cols = _patches(x, kh, kw, strides, pads)
+    dw = lax.dot_general(cols, dy, (((0, 1, 2), (0, 1, 2)), ((), ())),
+                         preferred_element_type=jnp.float32)
+    return dx, dw.reshape(w.shape).astype(w.dtype)
+
+
+_conv_matmul_weight_grad.defvjp(_weight_grad_fwd, _weight_grad_bwd)
+
+
+def _is_plain_nhwc(lhs, rhs, dimension_numbers, lhs_dilation, rhs_dilation,
+                   feature_group_count, batch_group_count) -> bool:
+    if lhs.ndim != 4:
+        return False
+    dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    return (
+        dn == lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC)
+        and feature_group_count == 1
+        and batch_group_count == 1
+        and all(d == 1 for d in (lhs_dilation or (1, 1)))
+        and all(d == 1 for d in (rhs_dilation or (1, 1)))
+    )
+
+
+def cpu_conv_general_dilated(
+    lhs: jnp.ndarray,
+    rhs: jnp.ndarray,
+    window_strides: Sequence[int],
+    padding: str | Sequence[tuple[int, int]],
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: Any = None,
+    feature_group_count: int = 1,
+    batch_group_count: int = 1,
+    precision: Any = None,
+    preferred_element_type: Any = None,
+) -> jnp.ndarray:
+    """Drop-in `lax.conv_general_dilated` taking the matmul forms where XLA:CPU is slow."""
+    if _is_plain_nhwc(lhs, rhs, dimension_numbers, lhs_dilation, rhs_dilation,
+                      feature_group_count, batch_group_count):
+        strides = (int(window_strides[0]), int(window_strides[1]))
+        kh, kw, cin, _ = rhs.shape
+        if isinstance(padding, str):
+            padding = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), strides, padding)
+        pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+        ho = (lhs.shape[1] + sum(pads[0]) - kh) // strides[0] + 1
+        wo = (lhs.shape[2] + sum(pads[1]) - kw) // strides[1] + 1
+        out_dtype = preferred_element_type or jnp.result_type(lhs, rhs)
+        if ho * wo <= MAX_MATMUL_POSITIONS or kh == kw == 1:
+            return _matmul_conv(lhs, rhs, strides, pads, out_dtype)
+        if cin <= MAX_STEM_CHANNELS and preferred_element_type is None:
+            return _conv_matmul_weight_grad(lhs, rhs, strides, pads)
+    return lax.conv_general_dilated(
+        lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+        feature_group_count, batch_group_count, precision, preferred_element_type,
+    )
+
+
+def conv_general_dilated_for(impl: str) -> Callable[..., jnp.ndarray] | None:
+    """The `nn.Conv(conv_general_dilated=...)` value for `impl` (None = flax's default).
+
+    "auto" resolves by the default backend when the model is traced: CPU gets the rerouted
+    conv, accelerators keep XLA's (cuDNN/TPU convolutions have no such slow spots).
+    """
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"model.conv_impl: expected one of {CONV_IMPLS}, got {impl!r}")
+    if impl == "xla" or jax.default_backend() != "cpu":
+        return None
+    return cpu_conv_general_dilated

@@ -1,0 +1,85 @@
+"""Per-layer convolution timings: XLA's `lax.conv_general_dilated` against `models.conv`.
+
+    python benchmarks/conv_layers.py [--batch 128] [--repeats 5]
+
+The layers are those of the benchmark's ResNet-18 (width 0.75) at 64 px. For each: forward,
+forward + weight gradient (what the stem needs), forward + both gradients; milliseconds,
+median of `--repeats` calls after compilation. The numbers behind `models/conv.py`'s routing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from agr_jax.models import conv
+
+# (H=W of the input, Cin, Cout, kernel, stride)
+LAYERS = [
+    (64, 3, 48, 7, 2),
+    (16, 48, 48, 3, 1),
+    (16, 48, 96, 3, 2),
+    (8, 96, 96, 3, 1),
+    (8, 96, 192, 3, 2),
+    (4, 192, 192, 3, 1),
+    (4, 192, 384, 3, 2),
+    (2, 384, 384, 3, 1),
+    (16, 48, 96, 1, 2),
+]
+
+
+def _ms(fn, *args, repeats: int) -> float:
+    fn = jax.jit(fn)
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    print(f"device {jax.devices()[0].device_kind}, batch {args.batch}, float32, ms")
+    print(f"{'layer':<26}{'fwd xla':>9}{'routed':>8}{'+dW xla':>9}{'routed':>8}"
+          f"{'+dX+dW xla':>12}{'routed':>8}")
+    totals = np.zeros(6)
+    for size, cin, cout, k, stride in LAYERS:
+        x = jnp.asarray(rng.normal(size=(args.batch, size, size, cin)), jnp.float32)
+        w = jnp.asarray(rng.normal(size=(k, k, cin, cout)) * 0.1, jnp.float32)
+        pads = tuple(lax.padtype_to_pads((size, size), (k, k), (stride, stride), "SAME"))
+        row = []
+        for impl in (lax.conv_general_dilated, conv.cpu_conv_general_dilated):
+            def fwd(a, b, impl=impl):
+                return impl(a, b, (stride, stride), pads, dimension_numbers=conv.NHWC)
+
+            def weight_grad(a, b, fwd=fwd):
+                return jax.grad(lambda b_: jnp.sum(fwd(a, b_) ** 2))(b)
+
+            def both_grads(a, b, fwd=fwd):
+                return jax.grad(lambda a_, b_: jnp.sum(fwd(a_, b_) ** 2), argnums=(0, 1))(a, b)
+
+            row.append([_ms(f, x, w, repeats=args.repeats)
+                        for f in (fwd, weight_grad, both_grads)])
+        cells = [row[impl][kind] for kind in range(3) for impl in range(2)]
+        totals += cells
+        name = f"{size}x{size}x{cin}->{cout} k{k}/{stride}"
+        print(f"{name:<26}" + "".join(f"{v:>{w}.1f}" for v, w in zip(cells, (9, 8, 9, 8, 12, 8),
+                                                                       strict=True)))
+    print(f"{'sum':<26}" + "".join(f"{v:>{w}.1f}" for v, w in zip(totals, (9, 8, 9, 8, 12, 8),
+                                                                   strict=True)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""models.conv: the CPU routing computes XLA's convolution (values and both gradients), and
+the in-model pixel normalisation matches the float path."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from agr_jax import models, tasks
+from agr_jax.models import conv
+from agr_jax.models.heads import normalize_pixels
+
+# (input HxW, Cin, Cout, kernel, stride, padding, the path it must take)
+CASES = [
+    ((2, 2), 8, 6, 3, 1, "SAME", "matmul"),  # 2x2 output: the last stage at 64 px
+    ((8, 8), 8, 6, 3, 2, "SAME", "matmul"),  # 4x4 output, strided
+    ((7, 7), 5, 6, 3, 2, [(0, 1), (0, 1)], "matmul"),  # explicit asymmetric padding
+    ((4, 4), 8, 6, 1, 1, "VALID", "matmul"),  # 1x1 conv
+    ((12, 12), 8, 6, 1, 2, "SAME", "matmul"),  # strided 1x1 projection, 6x6 output
+    ((16, 16), 3, 6, 7, 2, [(3, 3), (3, 3)], "weight_grad"),  # RGB stem
+    ((12, 12), 8, 6, 3, 1, "SAME", "xla"),  # everything else stays XLA's
+]
+
+
+def _reference(x, w, stride, padding):
+    return lax.conv_general_dilated(x, w, (stride, stride), padding,
+                                    dimension_numbers=conv.NHWC)
+
+
+def _routed(x, w, stride, padding):
+    return conv.cpu_conv_general_dilated(x, w, (stride, stride), padding,
+                                         dimension_numbers=conv.NHWC)
+
+
+def _path(x, w, stride, padding) -> str:
+    jaxpr = str(jax.make_jaxpr(lambda a, b: _routed(a, b, stride, padding))(x, w))
+    if "custom_vjp_call" in jaxpr:
+        return "weight_grad"
+    return "xla" if "conv_general_dilated" in jaxpr else "matmul"
+
+
+@pytest.mark.parametrize("hw,cin,cout,k,stride,padding,path", CASES)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_routed_conv_matches_xla_values_and_gradients(hw, cin, cout, k, stride, padding, path,
+                                                      dtype):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(3, *hw, cin)), dtype)
+    w = jnp.asarray(rng.normal(size=(k, k, cin, cout)) / np.sqrt(k * k * cin), dtype)
+    assert _path(x, w, stride, padding) == path
+    y_ref, y = _reference(x, w, stride, padding), _routed(x, w, stride, padding)
+    assert y.shape == y_ref.shape and y.dtype == y_ref.dtype
+    tol = 1e-5 if dtype == "float32" else 5e-2
+    np.testing.assert_allclose(np.float32(y), np.float32(y_ref), rtol=tol, atol=tol)
+
+    cot = jnp.asarray(rng.normal(size=y.shape), dtype)
+
+    def grads(fn):
+        return jax.grad(lambda a, b: jnp.sum((fn(a, b, stride, padding) * cot)
+                                             .astype(jnp.float32)), argnums=(0, 1))(x, w)
+
+    for got, want in zip(grads(_routed), grads(_reference), strict=True):
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_allclose(np.float32(got), np.float32(want), rtol=tol, atol=tol * 4)
+
+
+def test_unsupported_layouts_fall_through_to_xla():
+    """Grouped (depthwise) convs keep XLA's own implementation."""
+    x = jnp.ones((2, 2, 2, 4))
+    w = jnp.ones((3, 3, 1, 4))
+    jaxpr = str(jax.make_jaxpr(lambda a, b: conv.cpu_conv_general_dilated(
+        a, b, (1, 1), "SAME", dimension_numbers=conv.NHWC, feature_group_count=4))(x, w))
+    assert "conv_general_dilated" in jaxpr
+
+
+def test_conv_impl_choice_and_error():
+    assert conv.conv_general_dilated_for("xla") is None
+    expected = conv.cpu_conv_general_dilated if jax.default_backend() == "cpu" else None
+    assert conv.conv_general_dilated_for("auto") is expected
+    with pytest.raises(ValueError, match="model.conv_impl"):
+        conv.conv_general_dilated_for("fast")
+
+
+def test_resnet_same_outputs_and_gradients_under_both_impls():
+    """Same parameters, same maths: a checkpoint trained with one impl serves the other."""
+    spec = tasks.TaskSpec()
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.integers(0, 256, (2, 32, 32, 3)), jnp.uint8)
+    auto, xla = (models.build("resnet18", outputs=spec.output_sizes(), width=1 / 16,
+                              conv_impl=impl) for impl in ("auto", "xla"))
+    variables = xla.init(jax.random.key(0), images)
+
+    def loss(model, params):
+        # Inference-mode BN: batch statistics of 2 images would amplify rounding differences.
+        logits, _ = model.apply({**variables, "params": params}, images)
+        return sum(jnp.sum(v) for v in logits.values())
+
+    for a, b in zip(jax.tree.leaves(jax.grad(lambda p: loss(auto, p))(variables["params"])),
+                    jax.tree.leaves(jax.grad(lambda p: loss(xla, p))(variables["params"])),
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_uint8_pixels_are_normalised_in_the_model():
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=-1)
+    expected = (pixels.astype(np.float32) / 255.0 - 0.5) / 0.5
+    np.testing.assert_allclose(normalize_pixels(jnp.asarray(pixels)), expected, atol=1e-6)
+    floats = jnp.asarray(expected)
+    assert normalize_pixels(floats) is floats  # already normalised: untouched
+
+    model = models.build("ror", outputs=tasks.TaskSpec().output_sizes(), width=4,
+                         stage_sizes=(1, 1))
+    variables = model.init(jax.random.key(0), floats)
+    (from_uint8, _), (from_float, _) = (model.apply(variables, x) for x in (pixels, floats))
+    for task in from_uint8:
+        np.testing.assert_allclose(from_uint8[task], from_float[task], rtol=1e-5, atol=1e-6)
