@@ -61,7 +61,7 @@ def main() -> None:
         pads = tuple(lax.padtype_to_pads((size, size), (k, k), (stride, stride), "SAME"))
         row = []
         for impl in (lax.conv_general_dilated, conv.cpu_conv_general_dilated):
-            def fwd(a, b, impl=impl):
+            def fwd(a, b, impl=impl, stride=stride, pads=pads):
                 return impl(a, b, (stride, stride), pads, dimension_numbers=conv.NHWC)
 
             def weight_grad(a, b, fwd=fwd):
