@@ -16,13 +16,23 @@ the reference's stride-2 stem *without* max-pool puts stage 1 at 32x32, where XL
 weight gradient is slowest, so this keeps the max-pool and buys resolution with the input
 instead: 80 px (stage maps 20/10/5/3). `cpu_devices=2` trains data-parallel over one XLA
 device per core (86 -> 106 img/s for this step), ~1.25 s per step of 128, 115 steps per
-epoch: 19 epochs + ~8 s validation each ~ 50 min. Age: regression head (sigmoid x 116) with
-an L1 loss, the metric it is judged by.
+epoch: 19 epochs + ~8 s validation each ~ 50 min.
 
-Measured runs (README "Real-data recipe" has the full tables):
-- RoR width 24, 96 px, 16 epochs, MSE age loss x 10 (62 min): test 0.902 / 0.823 / 6.48.
-- This net, 18 epochs on one device, MSE age loss x 3 (56 min): test gender 0.916, race
-  0.8396, age MAE 6.74.
+Age: regression head (sigmoid x 116), MSE on age/116 weighted x30. Unweighted, the age loss
+is ~100x smaller than the two cross-entropies, so the shared trunk learns gender and race
+features and age underfits (training MAE still ~7 years at the end). Validation of this
+recipe with only the age loss changed (run on a lent H100, same code, the crops re-encoded
+at 80 px; README "Real-data recipe" has the command):
+
+    age loss             epochs  age MAE  gender  race
+    L1 x1                19      6.62     0.921   0.821
+    MSE x3               19      6.95     0.916   0.829
+    L1 x30               14      5.72     0.907   0.789
+    L1 x100              14      5.91     0.890   0.747
+    MSE x30              14      5.93     0.916   0.824
+    L1, learned weights  14      6.65     0.920   0.814
+
+Measured CPU runs are in README "Real-data recipe".
 """
 
 from agr_jax.defaults import get_config as base_config
@@ -40,8 +50,10 @@ def get_config():
     c.model.head_hidden = (128,)
     c.model.pooling = "avg"
     c.model.dropout = 0.1
-    c.tasks.age_loss = "l1"
-    c.tasks.weights.age = 1.0
+    # MSE on age/116 is tiny beside the two cross-entropies: x30 makes the shared trunk learn
+    # age features (x1: validation MAE 6.6; x30: 5.9 at 14 epochs, see the docstring).
+    c.tasks.age_loss = "mse"
+    c.tasks.weights.age = 30.0
     c.cpu_devices = 2  # one XLA device per core, data-parallel: ~1.2x the single-device step
     c.batch_size = 128
     c.num_epochs = 19

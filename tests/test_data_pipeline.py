@@ -98,7 +98,7 @@ def test_sharding_partitions(train_source):
 
 def test_train_shards_are_rows_of_the_global_batch(train_source):
     """Process p of n gets rows [p*b, (p+1)*b) of every global batch, across epoch ends, and
-    its `next_index` after s batches is s*b: the same data whatever the process count."""
+    its `next_index` after s batches is s: the same data whatever the process count."""
     kw = dict(image_size=16, train=True, seed=0, augment=AUG)
     steps = len(train_source) // 8 + 3  # past an epoch boundary
     whole = _take(pipeline.make_dataset(train_source, batch_size=12, **kw), steps)
@@ -108,7 +108,7 @@ def test_train_shards_are_rows_of_the_global_batch(train_source):
         parts = [next(it) for it in iters]
         assert all(np.array_equal(batch[k], np.concatenate([p[k] for p in parts]))
                    for k in batch)
-    assert iters[1].get_state() == {"next_index": steps * 4}
+    assert iters[1].get_state() == {"next_index": steps}
 
 
 def test_two_workers_lose_nothing_and_match_single_process(train_source):
@@ -161,18 +161,37 @@ def test_bad_arguments(train_source):
 
 @pytest.mark.parametrize("flip", [True, False])
 @pytest.mark.parametrize("pad", [0, 1, 4])
-def test_augment_gather_equals_flip_pad_crop(flip, pad):
-    """The two-`take` augmentation gives exactly flip -> np.pad(reflect) -> crop."""
-    img = np.random.default_rng(1).integers(0, 255, (12, 12, 3), dtype=np.uint8)
+def test_augment_batch_equals_flip_pad_crop(flip, pad):
+    """The two-`take` augmentation gives exactly flip -> np.pad(reflect) -> crop, with the
+    flip and offsets its hash draws name."""
+    images = np.random.default_rng(1).integers(0, 255, (40, 12, 12, 3), dtype=np.uint8)
     aug = pipeline._validate_augment({"flip": flip, "pad_crop": pad})
-    for seed in range(20):
-        rng = np.random.default_rng(seed)
-        do_flip = rng.random() < 0.5
-        rng.uniform(0, 0)
-        oy, ox = rng.integers(0, 2 * pad + 1, size=2)
-        ref = img[:, ::-1] if (flip and do_flip) else img
+    draws = pipeline.augment_draws(7, np.arange(100, 140))
+    u = pipeline._unit(draws)
+    got = pipeline.augment_batch(images.copy(), draws, aug)
+    flips = 0
+    for i, img in enumerate(images):
+        do_flip = flip and u[i, 0] < 0.5
+        flips += do_flip
+        oy, ox = (int(v * (2 * pad + 1)) for v in u[i, 2:4])
+        ref = img[:, ::-1] if do_flip else img
         ref = np.pad(ref, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")[
             oy : oy + 12, ox : ox + 12
         ]
-        got = pipeline.augment_image(img, np.random.default_rng(seed), aug)
-        np.testing.assert_array_equal(got, ref)
+        np.testing.assert_array_equal(got[i], ref)
+    assert (0 < flips < 40) if flip else flips == 0
+
+
+def test_augment_draws_are_a_function_of_seed_and_position():
+    a = pipeline.augment_draws(3, np.arange(10, 20))
+    np.testing.assert_array_equal(a[4:], pipeline.augment_draws(3, np.arange(14, 20)))
+    assert not np.array_equal(a, pipeline.augment_draws(4, np.arange(10, 20)))
+    u = pipeline._unit(pipeline.augment_draws(0, np.arange(20000)))
+    assert u.shape == (20000, pipeline.NUM_DRAWS) and 0 <= u.min() and u.max() < 1
+    np.testing.assert_allclose(u.mean(axis=0), 0.5, atol=0.01)  # uniform, every column
+    assert abs(np.corrcoef(u[:, 0], u[:, 1])[0, 1]) < 0.03  # draws are not correlated
+
+
+def test_batched_reads_match_single_reads(train_source):
+    indices = [5, 0, 17, 5]
+    assert pipeline.read_records(train_source, indices) == [train_source[i] for i in indices]

@@ -1,4 +1,4 @@
-"""The minimal tf.train.Example parser gives the same records as TFDS's own deserializer."""
+"""The upb tf.train.Example parser gives the same records as TFDS's own deserializer."""
 
 import tensorflow_datasets as tfds
 

@@ -41,9 +41,7 @@ def run(bench: StepBench, jpegs: list[bytes], batch: int, rounds: int = 2) -> di
     def one_pass() -> int:
         pending, count = None, 0
         for i in range(0, n, batch):
-            records = [{"image": pipeline.decode_image(b, spec.image_size)}
-                       for b in jpegs[i : i + batch]]
-            out = predict(variables, pipeline.stack_records(records)["image"])
+            out = predict(variables, pipeline.decode_batch(jpegs[i : i + batch], spec.image_size))
             if pending is not None:
                 count += len(np.asarray(pending["gender"]))
             pending = out

@@ -4,6 +4,11 @@ The end-to-end side is the training loop's hot path as `train/loop.py` runs it: 
 pipeline -> `DevicePrefetcher` (batches put on device ahead) -> the jitted step -> metrics
 fetched one step late; no checkpointing, no validation. The pure side is the same compiled
 step on a device-resident batch. Windows alternate so both see the same machine load.
+
+Each loop window starts a fresh iterator and first runs untimed steps that drain everything
+the pipeline could have buffered (worker queues, read-ahead, device prefetch), so the timed
+steps measure the sustained rate, not batches prepared while nothing was timed; the iterator
+is closed before the pure window, so no pipeline work runs beside the pure step.
 """
 
 from __future__ import annotations
@@ -33,18 +38,34 @@ def _loop_window(bench: StepBench, batches: DevicePrefetcher, steps: int) -> flo
     return time.perf_counter() - start
 
 
+DEVICE_PREFETCH = 2
+WORKER_BUFFER = 2  # batches each grain worker prepares ahead
+READ_THREADS = 2
+
+
+def buffered_batches(workers: int) -> int:
+    """Batches the pipeline can hold ready before the loop asks (drained before timing)."""
+    grain_ahead = workers * WORKER_BUFFER if workers else 2 * READ_THREADS
+    return DEVICE_PREFETCH + grain_ahead + 1
+
+
 def run(bench: StepBench, source: Any, steps: int, windows: int, workers: int) -> dict[str, Any]:
     """The `loop_efficiency` section; `bench` must be compiled already (same executable)."""
     spec = bench.spec
     ds = pipeline.make_dataset(
         source, image_size=spec.image_size, batch_size=spec.batch, train=True, seed=0,
-        augment=pipeline_bench.AUGMENT, worker_count=workers,
+        augment=pipeline_bench.AUGMENT, worker_count=workers, read_threads=READ_THREADS,
+        worker_buffer_size=WORKER_BUFFER,
     )
-    batches = DevicePrefetcher(iter(ds), put=bench.put, size=2)
-    _loop_window(bench, batches, 2)  # fills the prefetch queue, starts workers
+    drain = buffered_batches(workers)
     loop_t, pure_t = [], []
     for _ in range(windows):
+        it = iter(ds)
+        batches = DevicePrefetcher(it, put=bench.put, size=DEVICE_PREFETCH)
+        _loop_window(bench, batches, drain)  # start-up + whatever was prepared ahead
         loop_t.append(_loop_window(bench, batches, steps))
+        it.close()
+        del batches, it
         pure_t.append(bench.time_window(steps))
     bench.check_no_recompile()
     loop_img_s = spec.batch * steps / statistics.median(loop_t)
@@ -53,6 +74,8 @@ def run(bench: StepBench, source: Any, steps: int, windows: int, workers: int) -
         "model": spec.key,
         "batch": spec.batch,
         "workers": workers,
+        "timed_steps": steps,
+        "drained_steps": drain,
         "loop_img_s": loop_img_s,
         "step_img_s": pure_img_s,
         "loop_efficiency": loop_img_s / pure_img_s,

@@ -2,7 +2,7 @@
 
 All three read the same images: the decode limit decodes the prepared records' JPEG bytes in a
 tight loop on one core; the pipeline reads the prepared ArrayRecord through the real grain
-pipeline (decode, resize, augment, batch + normalise); the naive loop is a Keras-generator
+pipeline (batched read, decode, resize, augment, batch); the naive loop is a Keras-generator
 style loop over the same files on disk (PIL open, resize, /255).
 """
 
@@ -86,7 +86,7 @@ def pipeline_img_s(source: Any, image_size: int, batch: int, workers: int, num_b
     for _ in range(num_batches):
         next(it)
     elapsed = time.perf_counter() - start
-    del it
+    it.close()  # stops grain's workers/threads now, not whenever the iterator is collected
     return num_batches * batch / elapsed
 
 

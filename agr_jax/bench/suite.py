@@ -42,6 +42,7 @@ class Suite:
     pipeline_sample: int = 1024
     pipeline_batches: int = 48
     loop_workers: int = 0  # as configs/quickstart.py (data.worker_count)
+    loop_steps: int = 12  # timed steps per loop window (after the pipeline's buffers drain)
     inference_batch: int = 128
     synthetic_num: int = 2000  # images generated when no real data is found
     peak_matmul_size: int = 2048
@@ -77,6 +78,7 @@ def _accelerator_suite() -> Suite:
         pipeline_batch=256,
         pipeline_batches=40,
         loop_workers=os.cpu_count() or 1,
+        loop_steps=60,
         inference_batch=512,
         peak_matmul_size=8192,
         accelerator=True,
@@ -216,7 +218,7 @@ def run_suite(suite: Suite, data_dir: Path | None, work_dir: Path) -> dict[str, 
         _skip(report, "inference", "no model could be benchmarked")
     else:
         log.info("loop efficiency %s", first.spec.key)
-        report["loop"] = loop_bench.run(first, data.source, suite.steps, suite.windows,
+        report["loop"] = loop_bench.run(first, data.source, suite.loop_steps, suite.windows,
                                         suite.loop_workers)
         report["loop_efficiency"] = report["loop"]["loop_efficiency"]
         jpegs = [data.source[i]["image"] for i in range(min(len(data.source),

@@ -1,26 +1,35 @@
 """grain input pipeline: random-access source -> batches of uint8 images and labels.
 
-    source -> shuffle(seed, reshuffled per epoch) -> repeat
-      -> decode + resize (+ augment, train) -> uint8     [per record, seeded]
+    range(len(source)) -> shuffle(seed, reshuffled per epoch) -> repeat      [indices only]
       -> this process' rows of each global batch (train; eval: ds[index::count] first)
-      -> to_iter_dataset -> mp_prefetch(worker_count) -> batch (np.stack)
+      -> batch of indices -> LoadBatch: one batched read, decode + resize, augment  [per batch]
+      -> to_iter_dataset -> mp_prefetch(worker_count)
+
+Everything per record happens inside one grain element per *batch*: the ArrayRecord read is
+one call for the batch (about half the cost of single random reads), grain's per-element
+bookkeeping and worker IPC are paid once per batch instead of once per image, and images are
+decoded straight into the batch array (no stacking copy). The index stream is all grain
+sees, so shuffling, sharding and checkpointable state stay grain's (`next_index` counts
+batches).
+
+Augmentation draws come from a counter-based hash of (seed, position of the record in the
+global stream), not from stateful generators: the same seed gives the same batches whatever
+the worker or process count, and drawing them costs microseconds per batch.
 
 Images stay uint8 all the way to the accelerator: the model normalises them on device
 (`models.heads.normalize_pixels`), which moves 4x fewer bytes through worker IPC and the
 host-to-device copy and takes the float conversion off the host's critical path.
 
-Per-record work happens before ``mp_prefetch`` and batching after it, so with several
-workers no records are dropped (google/grain#1129) and the batch order does not depend on
-the worker count (grain interleaves workers round-robin in record order). Augmentation
-randomness comes from grain's ``random_map`` seed, derived per record index: the same seed
-gives the same batches, whatever the worker count.
+With several workers, whole batches go to workers round-robin and come back in order, so no
+record is dropped (google/grain#1129 is about batching per worker after a filter-like split,
+which this avoids) and the batches do not depend on the worker count.
 """
 
 from __future__ import annotations
 
 import functools
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grain
@@ -35,6 +44,7 @@ AUGMENT_KEYS = {
     "pad_crop": "reflect-pad by N pixels then random crop back to image_size (int)",
     "noise_std": "Gaussian noise std in [0, 1] pixel units, then clip (float)",
 }
+LABEL_DTYPES = {"age": np.float32, "gender": np.int32, "race": np.int32}
 
 
 def decode_image(data: bytes, size: int) -> np.ndarray:
@@ -92,66 +102,74 @@ def _crop_tables(size: int, n: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
     return plain, n - 1 - plain
 
 
-def augment_image(img: np.ndarray, rng: np.random.Generator, aug: Mapping) -> np.ndarray:
-    """Geometric augmentation of a uint8 [H, W, 3] image; draws from rng in a fixed order.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+NUM_DRAWS = 5  # per record: flip, angle, crop y, crop x, noise seed
 
-    Flip, then rotation, then reflect-pad + random crop. Without rotation, flip and pad-crop
-    are two `take`s with cached index tables (the same pixels as flipping,
-    `np.pad(mode="reflect")` and slicing, at a fraction of the cost: this runs for every
-    training image).
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser, elementwise on uint64 (wrapping arithmetic)."""
+    z = x + _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def augment_draws(seed: int, positions: np.ndarray) -> np.ndarray:
+    """[n, NUM_DRAWS] uint64 random words for the records at `positions` of the stream.
+
+    A pure function of (seed, position): no generator state to carry, so workers,
+    processes and resumed runs draw the same augmentation for the same record.
     """
-    size = img.shape[0]
-    flip = bool(aug["flip"]) and rng.random() < 0.5
-    if not aug["flip"]:
-        rng.random()  # keep the draw order independent of the switches
-    angle = rng.uniform(-aug["rotate_deg"], aug["rotate_deg"])
-    pad = aug["pad_crop"]
-    oy, ox = rng.integers(0, 2 * pad + 1, size=2)
-    if aug["rotate_deg"] > 0:
-        if flip:
-            img = img[:, ::-1]
-            flip = False
-        img = np.asarray(
-            Image.fromarray(np.ascontiguousarray(img)).rotate(
-                angle, resample=Image.Resampling.BILINEAR
-            )
-        )
-    if pad == 0:
-        return img[:, ::-1] if flip else img
-    rows, _ = _crop_tables(size, img.shape[0], pad)
-    plain_cols, mirrored_cols = _crop_tables(size, img.shape[1], pad)
-    return img.take(rows[oy], axis=0).take((mirrored_cols if flip else plain_cols)[ox], axis=1)
+    with np.errstate(over="ignore"):
+        key = _splitmix64(np.asarray([seed % 2**64], np.uint64))[0]
+        counters = (np.asarray(positions, np.uint64)[:, None] * np.uint64(NUM_DRAWS)
+                    + np.arange(NUM_DRAWS, dtype=np.uint64))
+        return _splitmix64(_splitmix64(counters) ^ key)
 
 
-class ProcessRecord(grain.transforms.RandomMap):
-    """Decode, resize, augment (train) one record dict -> uint8 image. Picklable."""
+def _unit(words: np.ndarray) -> np.ndarray:
+    """uint64 words -> float64 uniforms in [0, 1) (top 53 bits)."""
+    return (words >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
-    def __init__(self, image_size: int, train: bool, augment: Mapping | None,
-                 with_metadata: bool):
-        self.image_size = int(image_size)
-        self.train = bool(train)
-        self.augment = _validate_augment(augment)
-        self.with_metadata = with_metadata
 
-    def random_map(self, element: dict, rng: np.random.Generator) -> dict:
-        img = decode_image(element["image"], self.image_size)
-        if self.train:
-            img = augment_image(img, rng, self.augment)
-            if self.augment["noise_std"] > 0:
-                # Noise in [0, 1] units, applied on the 0-255 grid (quantised to 1/255):
-                # records stay uint8 through mp_prefetch (4x less IPC than float32).
-                noise = rng.standard_normal(img.shape, dtype=np.float32)
-                noisy = img + np.float32(self.augment["noise_std"] * 255.0) * noise
-                img = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
-        out = {
-            "image": np.ascontiguousarray(img),
-            "age": np.float32(element["age"]),
-            "gender": np.int32(element["gender"]),
-            "race": np.int32(element["race"]),
-        }
-        if self.with_metadata:
-            out["file_name"] = np.asarray(str(element["file_name"]))
-        return out
+def augment_batch(images: np.ndarray, draws: np.ndarray, aug: Mapping) -> np.ndarray:
+    """Geometric + noise augmentation of a uint8 [N, H, W, 3] batch, in place.
+
+    Per image: flip, then rotation, then reflect-pad + random crop, then noise. Without
+    rotation, flip and pad-crop are two `take`s with cached index tables (the same pixels as
+    flipping, `np.pad(mode="reflect")` and slicing, at a fraction of the cost).
+    """
+    size = images.shape[1]
+    u = _unit(draws)
+    flips = bool(aug["flip"]) & (u[:, 0] < 0.5)
+    angles = (2.0 * u[:, 1] - 1.0) * aug["rotate_deg"]
+    pad = int(aug["pad_crop"])
+    offsets = np.minimum((u[:, 2:4] * (2 * pad + 1)).astype(np.int64), 2 * pad)
+    if pad:
+        rows, _ = _crop_tables(size, size, pad)
+        plain_cols, mirrored_cols = _crop_tables(size, images.shape[2], pad)
+    for i in range(images.shape[0]):
+        img, flip = images[i], bool(flips[i])
+        if aug["rotate_deg"] > 0:
+            if flip:
+                img, flip = img[:, ::-1], False
+            img = np.asarray(Image.fromarray(np.ascontiguousarray(img)).rotate(
+                float(angles[i]), resample=Image.Resampling.BILINEAR))
+        if pad:
+            oy, ox = offsets[i]
+            cols = (mirrored_cols if flip else plain_cols)[ox]
+            images[i] = img.take(rows[oy], axis=0).take(cols, axis=1)
+        elif flip:
+            images[i] = img[:, ::-1].copy()
+        elif img is not images[i]:
+            images[i] = img
+        if aug["noise_std"] > 0:
+            # Noise in [0, 1] units, applied on the 0-255 grid (quantised to 1/255).
+            rng = np.random.default_rng(int(draws[i, 4]))
+            noise = rng.standard_normal(images[i].shape, dtype=np.float32)
+            noisy = images[i] + np.float32(aug["noise_std"] * 255.0) * noise
+            images[i] = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+    return images
 
 
 class ProcessBatchSlice(grain.MapDataset):
@@ -179,9 +197,57 @@ class ProcessBatchSlice(grain.MapDataset):
         return f"ProcessBatchSlice(batch={self._b}, process={self._index}/{self._count})"
 
 
-def stack_records(records) -> dict:
-    """Batches record dicts key by key (uint8 images stay uint8)."""
-    return {key: np.stack([r[key] for r in records]) for key in records[0]}
+def read_records(source: Any, indices: Sequence[int]) -> list:
+    """Records at `indices`, in one batched read where the source has one (`__getitems__`)."""
+    keys = [int(i) for i in indices]
+    getitems = getattr(source, "__getitems__", None)
+    if getitems is not None:
+        return list(getitems(keys))
+    return [source[k] for k in keys]
+
+
+def decode_batch(jpegs: Sequence[bytes], size: int) -> np.ndarray:
+    """Encoded images -> one uint8 [N, size, size, 3] array (decoded straight into it)."""
+    out = np.empty((len(jpegs), size, size, 3), np.uint8)
+    for i, data in enumerate(jpegs):
+        out[i] = decode_image(data, size)
+    return out
+
+
+class LoadBatch:
+    """(batch index, source indices) -> the batch dict: read, decode, resize, augment.
+
+    Picklable (grain sends it to its workers). Train batches know which global stream
+    positions they hold (process `shard_index` of `shard_count` holds rows
+    [p * b, (p + 1) * b) of every global batch), which seeds their augmentation.
+    """
+
+    def __init__(self, source: Any, *, image_size: int, train: bool, augment: Mapping | None,
+                 with_metadata: bool, seed: int, batch_size: int, shard_index: int,
+                 shard_count: int):
+        self.source = source
+        self.image_size = int(image_size)
+        self.train = bool(train)
+        self.augment = _validate_augment(augment)
+        self.augmenting = self.train and (
+            self.augment["flip"] or self.augment["rotate_deg"] > 0
+            or self.augment["pad_crop"] > 0 or self.augment["noise_std"] > 0)
+        self.with_metadata = with_metadata
+        self.seed = int(seed)
+        self.batch_size, self.shard_index, self.shard_count = batch_size, shard_index, shard_count
+
+    def __call__(self, batch_index: int, indices: np.ndarray) -> dict:
+        records = read_records(self.source, indices)
+        batch = {"image": decode_batch([r["image"] for r in records], self.image_size)}
+        for key, dtype in LABEL_DTYPES.items():
+            batch[key] = np.asarray([r[key] for r in records], dtype)
+        if self.with_metadata:
+            batch["file_name"] = np.asarray([str(r["file_name"]) for r in records])
+        if self.augmenting:
+            first = (batch_index * self.shard_count + self.shard_index) * self.batch_size
+            draws = augment_draws(self.seed, first + np.arange(len(records)))
+            augment_batch(batch["image"], draws, self.augment)
+        return batch
 
 
 def make_dataset(
@@ -199,13 +265,14 @@ def make_dataset(
     drop_remainder: bool | None = None,
     with_metadata: bool = False,
     read_threads: int = 2,
-    worker_buffer_size: int = 4,
+    worker_buffer_size: int = 2,
 ) -> grain.IterDataset:
     """Builds the grain pipeline over a random-access ``source`` of record dicts.
 
     Args:
-      source: ``__len__`` + ``__getitem__`` returning {image: bytes, age, gender, race,
-        file_name, ...} (``load_split`` / ``folder_source``).
+      source: ``__len__`` + ``__getitem__`` (and optionally ``__getitems__`` for batched
+        reads) returning {image: bytes, age, gender, race, file_name, ...} (``load_split``
+        / ``folder_source``).
       image_size: output side in pixels.
       batch_size: per-process batch size.
       train: shuffle (reshuffled each epoch), augment, repeat; else one ordered pass.
@@ -214,15 +281,16 @@ def make_dataset(
       num_epochs: train: None = forever; eval: None = 1.
       shard_index, shard_count: this process' shard. Train: its rows of every global
         batch (``ProcessBatchSlice``); eval: ``ds[shard_index::shard_count]``.
-      worker_count: >0 uses grain ``mp_prefetch`` with that many processes.
+      worker_count: >0 uses grain ``mp_prefetch`` with that many processes (whole batches).
       drop_remainder: default ``train``.
       with_metadata: add ``file_name`` (numpy str array) to each batch.
-      read_threads: grain read threads per process (this machine has 2 cores).
+      read_threads: grain threads per process preparing upcoming batches.
+      worker_buffer_size: batches each worker prepares ahead.
 
     Returns:
       A ``grain.IterDataset``; ``iter(ds)`` yields dicts {image uint8 [B,H,W,3], age
       float32 [B], gender int32 [B], race int32 [B] (, file_name str [B])} and supports
-      ``get_state()`` / ``set_state()``.
+      ``get_state()`` / ``set_state()`` (``next_index`` = batches yielded, without workers).
     """
     if image_size < 1 or batch_size < 1:
         raise ValueError(f"image_size and batch_size must be >= 1: {image_size}, {batch_size}")
@@ -234,19 +302,23 @@ def make_dataset(
         drop_remainder = train
     if len(source) == 0:
         raise ValueError("empty data source")
-    ds = grain.MapDataset.source(source)
+    load = LoadBatch(source, image_size=image_size, train=train, augment=augment,
+                     with_metadata=with_metadata, seed=seed, batch_size=batch_size,
+                     shard_index=shard_index, shard_count=shard_count)
+    ds = grain.MapDataset.range(len(source))
     if shard_count > 1 and not train:
         ds = ds[shard_index::shard_count]
     if train:
         ds = ds.shuffle(seed=seed).repeat(num_epochs)
     elif num_epochs not in (None, 1):
         ds = ds.repeat(num_epochs)
-    process = ProcessRecord(image_size, train, augment, with_metadata)
-    ds = ds.random_map(process, seed=seed)
     if shard_count > 1 and train:
         ds = ProcessBatchSlice(ds, batch_size, shard_index, shard_count)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=np.asarray)
+    ds = ds.map_with_index(load)
+    threads = max(int(read_threads), 1)
     it = ds.to_iter_dataset(
-        grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=4 * batch_size)
+        grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)
     )
     if worker_count > 0:
         # grain reads absl flags in its workers; outside an absl app they are unparsed.
@@ -257,4 +329,4 @@ def make_dataset(
                 num_workers=worker_count, per_worker_buffer_size=worker_buffer_size
             )
         )
-    return it.batch(batch_size, drop_remainder=drop_remainder, batch_fn=stack_records)
+    return it

@@ -189,6 +189,8 @@ class NormalizedSource:
 
     With `raw=True` the wrapped source returns serialized `tf.train.Example` bytes, parsed by
     `example_proto` (much cheaper than TFDS's per-feature numpy deserializer).
+    `__getitems__` reads a whole batch in one ArrayRecord call (about half the cost per record
+    of single random reads), which the input pipeline uses.
     """
 
     def __init__(self, source, raw: bool = False):
@@ -201,6 +203,10 @@ class NormalizedSource:
     def __getitem__(self, index: int) -> dict:
         record = self._source[index]
         return normalize_record(parse_example(record) if self._raw else record)
+
+    def __getitems__(self, indices) -> list[dict]:
+        records = self._source.__getitems__([int(i) for i in indices])
+        return [normalize_record(parse_example(r) if self._raw else r) for r in records]
 
     def __repr__(self) -> str:
         return f"NormalizedSource({self._source!r})"

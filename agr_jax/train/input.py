@@ -82,12 +82,12 @@ def make_train_iterator(
     return iter(ds)
 
 
-def seek(iterator: Any, examples: int) -> None:
-    """Move a (prefetched) train iterator to record `examples` of this process' stream.
+def seek(iterator: Any, batches: int) -> None:
+    """Move a (prefetched) train iterator past its first `batches` batches.
 
     Used when a checkpoint was written by another process count: the train pipeline gives
-    each process its rows of every global batch, so `step * local_batch` is the same global
-    position whatever the count, and training continues on the data it would have seen.
+    each process its rows of every global batch, so batch `step` is the same global position
+    whatever the count, and training continues on the data it would have seen.
     """
     state = json.loads(iterator.get_state())
     if set(state) != {"next_index"}:
@@ -97,7 +97,7 @@ def seek(iterator: Any, examples: int) -> None:
             sorted(state),
         )
         return
-    iterator.set_state(json.dumps({"next_index": int(examples)}).encode())
+    iterator.set_state(json.dumps({"next_index": int(batches)}).encode())
 
 
 def make_eval_batches(

@@ -140,7 +140,7 @@ def train_and_evaluate(
                 meta["step"],
                 config.batch_size,
             )
-            input_lib.seek(train_iter, meta["step"] * local_batch)
+            input_lib.seek(train_iter, meta["step"])
 
     skip_nonfinite = bool(config.get("skip_nonfinite", False))
     guard = NonFiniteGuard(skip_nonfinite, meta.get("skipped_nonfinite", 0), ckpt.latest_step())
