@@ -1,9 +1,10 @@
-"""The upb tf.train.Example parser gives the same records as TFDS's own deserializer."""
+"""The upb tf.train.Example parsers give the same records as TFDS's own deserializer."""
 
+import pytest
 import tensorflow_datasets as tfds
 
 from agr_jax.data import tfds_builders
-from agr_jax.data.example_proto import parse_example
+from agr_jax.data.example_proto import first_values, parse_example
 
 
 def test_parse_example_matches_tfds_decoding(synthetic_tfds):
@@ -17,6 +18,8 @@ def test_parse_example_matches_tfds_decoding(synthetic_tfds):
     for i in range(len(raw)):
         expected = tfds_builders.normalize_record(decoded[i])
         assert tfds_builders.normalize_record(parse_example(raw[i])) == expected
+        keyed = first_values(raw[i], tfds_builders.FEATURE_KEYS)
+        assert tfds_builders.normalize_record(keyed) == expected
         assert fast[i] == expected
 
 
@@ -30,3 +33,12 @@ def test_parse_example_lists_and_negative_ints():
     byts = ld(1, ld(1, b"a") + ld(1, b""))
     features = ld(1, ld(1, b"xs") + ld(2, ints)) + ld(1, ld(1, b"b") + ld(2, byts))
     assert parse_example(ld(1, features)) == {"xs": [-1, 300], "b": [b"a", b""]}
+
+
+def test_first_values_names_a_missing_feature(synthetic_tfds):
+    builder = tfds.builder_from_directory(str(tfds_builders.resolve_dir(synthetic_tfds)))
+    raw = builder.as_data_source(
+        split="train", deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES
+    )[0]
+    with pytest.raises(KeyError, match="no feature 'landmarks'"):
+        first_values(raw, ("image", "landmarks"))

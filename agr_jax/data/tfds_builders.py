@@ -22,7 +22,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from agr_jax.data import utkface
-from agr_jax.data.example_proto import parse_example
+from agr_jax.data.example_proto import first_values
 
 log = logging.getLogger(__name__)
 
@@ -201,12 +201,13 @@ class NormalizedSource:
         return len(self._source)
 
     def __getitem__(self, index: int) -> dict:
-        record = self._source[index]
-        return normalize_record(parse_example(record) if self._raw else record)
+        return self._normalize(self._source[index])
 
     def __getitems__(self, indices) -> list[dict]:
-        records = self._source.__getitems__([int(i) for i in indices])
-        return [normalize_record(parse_example(r) if self._raw else r) for r in records]
+        return [self._normalize(r) for r in self._source.__getitems__([int(i) for i in indices])]
+
+    def _normalize(self, record) -> dict:
+        return normalize_record(first_values(record, FEATURE_KEYS) if self._raw else record)
 
     def __repr__(self) -> str:
         return f"NormalizedSource({self._source!r})"
