@@ -23,9 +23,6 @@ class TorchStep:
                  seed: int = 0):
         torch.manual_seed(seed)
         torch.set_num_threads(os.cpu_count() or 1)
-        # Denormals appear as the weights train and slow eager CPU kernels many-fold; XLA
-        # flushes them, so PyTorch does too (the fair, faster setting).
-        torch.set_flush_denormal(True)
         self.model = torch_reference.build(name, **model_kwargs)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=fmt).train()
@@ -47,11 +44,21 @@ class TorchStep:
         return loss.item()
 
     def time_window(self, steps: int) -> float:
-        """Seconds for `steps` steps (eager: each step finishes before the next starts)."""
-        start = time.perf_counter()
-        for _ in range(steps):
-            self.step()
-        return time.perf_counter() - start
+        """Seconds for `steps` steps (eager: each step finishes before the next starts).
+
+        Denormals appear as the weights train and slow eager CPU kernels many-fold; XLA
+        flushes them, so PyTorch does too while it is timed (the fair, faster setting). The
+        flag is processor state of the calling thread, so it is switched off again after:
+        left on, it breaks code that relies on IEEE subnormals (hypothesis refuses to run).
+        """
+        torch.set_flush_denormal(True)
+        try:
+            start = time.perf_counter()
+            for _ in range(steps):
+                self.step()
+            return time.perf_counter() - start
+        finally:
+            torch.set_flush_denormal(False)
 
 
 def torch_version() -> str:

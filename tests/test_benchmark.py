@@ -103,3 +103,15 @@ def test_torch_ror_twin_has_the_same_parameter_count(kw):
     assert count_params(variables["params"]) == torch_reference.count_params(
         torch_reference.build("ror", **kw)
     )
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+def test_torch_step_leaves_subnormal_floats_working():
+    """PyTorch flushes denormals only while it is timed (left on, it breaks hypothesis)."""
+    import numpy as np
+
+    from benchmarks.vs_pytorch import TorchStep
+
+    TorchStep("ror", 16, 2, {"width": 4, "stage_sizes": (1, 1)}).time_window(1)
+    tiny = np.float64(np.finfo(np.float64).smallest_subnormal)
+    assert tiny * 2.0 > 0
