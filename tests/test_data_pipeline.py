@@ -195,3 +195,18 @@ def test_augment_draws_are_a_function_of_seed_and_position():
 def test_batched_reads_match_single_reads(train_source):
     indices = [5, 0, 17, 5]
     assert pipeline.read_records(train_source, indices) == [train_source[i] for i in indices]
+
+
+def test_augment_batch_rotation_without_crop_is_pils_rotation():
+    from PIL import Image
+
+    images = np.random.default_rng(2).integers(0, 255, (6, 16, 16, 3), dtype=np.uint8)
+    aug = pipeline._validate_augment({"rotate_deg": 20.0})
+    draws = pipeline.augment_draws(1, np.arange(6))
+    angles = (2.0 * pipeline._unit(draws)[:, 1] - 1.0) * 20.0
+    got = pipeline.augment_batch(images.copy(), draws, aug)
+    for i in range(6):
+        ref = np.asarray(Image.fromarray(images[i]).rotate(
+            float(angles[i]), resample=Image.Resampling.BILINEAR))
+        np.testing.assert_array_equal(got[i], ref)
+    assert not np.array_equal(got, images)

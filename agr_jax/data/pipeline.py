@@ -144,13 +144,14 @@ def augment_batch(images: np.ndarray, draws: np.ndarray, aug: Mapping) -> np.nda
     flips = bool(aug["flip"]) & (u[:, 0] < 0.5)
     angles = (2.0 * u[:, 1] - 1.0) * aug["rotate_deg"]
     pad = int(aug["pad_crop"])
+    rotate = aug["rotate_deg"] > 0
     offsets = np.minimum((u[:, 2:4] * (2 * pad + 1)).astype(np.int64), 2 * pad)
     if pad:
         rows, _ = _crop_tables(size, size, pad)
         plain_cols, mirrored_cols = _crop_tables(size, images.shape[2], pad)
     for i in range(images.shape[0]):
         img, flip = images[i], bool(flips[i])
-        if aug["rotate_deg"] > 0:
+        if rotate:
             if flip:
                 img, flip = img[:, ::-1], False
             img = np.asarray(Image.fromarray(np.ascontiguousarray(img)).rotate(
@@ -161,7 +162,7 @@ def augment_batch(images: np.ndarray, draws: np.ndarray, aug: Mapping) -> np.nda
             images[i] = img.take(rows[oy], axis=0).take(cols, axis=1)
         elif flip:
             images[i] = img[:, ::-1].copy()
-        elif img is not images[i]:
+        elif rotate:
             images[i] = img
         if aug["noise_std"] > 0:
             # Noise in [0, 1] units, applied on the 0-255 grid (quantised to 1/255).
