@@ -20,9 +20,10 @@ Images stay uint8 all the way to the accelerator: the model normalises them on d
 (`models.heads.normalize_pixels`), which moves 4x fewer bytes through worker IPC and the
 host-to-device copy and takes the float conversion off the host's critical path.
 
-With several workers, whole batches go to workers round-robin and come back in order, so no
-record is dropped (google/grain#1129 is about batching per worker after a filter-like split,
-which this avoids) and the batches do not depend on the worker count.
+With several workers, whole batches go to workers round-robin and come back in order. Batches
+are formed from the index stream before the workers (google/grain#1129: batching inside each
+worker drops each worker's remainder), so no record is dropped and the batches do not depend
+on the worker count.
 """
 
 from __future__ import annotations
