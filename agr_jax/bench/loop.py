@@ -45,7 +45,7 @@ READ_THREADS = 2
 
 def buffered_batches(workers: int) -> int:
     """Batches the pipeline can hold ready before the loop asks (drained before timing)."""
-    grain_ahead = workers * WORKER_BUFFER if workers else 2 * READ_THREADS
+    grain_ahead = workers * WORKER_BUFFER if workers else pipeline.read_ahead_batches(READ_THREADS)
     return DEVICE_PREFETCH + grain_ahead + 1
 
 

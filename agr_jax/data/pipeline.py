@@ -252,6 +252,11 @@ class LoadBatch:
         return batch
 
 
+def read_ahead_batches(read_threads: int) -> int:
+    """Batches the in-process pipeline prepares ahead with `read_threads` threads."""
+    return 2 * max(int(read_threads), 1)
+
+
 def make_dataset(
     source,
     *,
@@ -318,10 +323,10 @@ def make_dataset(
         ds = ProcessBatchSlice(ds, batch_size, shard_index, shard_count)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=np.asarray)
     ds = ds.map_with_index(load)
-    threads = max(int(read_threads), 1)
-    it = ds.to_iter_dataset(
-        grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)
-    )
+    it = ds.to_iter_dataset(grain.ReadOptions(
+        num_threads=max(int(read_threads), 1),
+        prefetch_buffer_size=read_ahead_batches(read_threads),
+    ))
     if worker_count > 0:
         # grain reads absl flags in its workers; outside an absl app they are unparsed.
         if not flags.FLAGS.is_parsed():
