@@ -47,6 +47,7 @@ def get_config():
     c.data.augment.update(flip=True, pad_crop=6)
     c.model.name = "resnet18"
     c.model.width = 0.75
+    c.model.stem_pool = True  # stage 1 at 20x20; False (32x32 at 64 px) lost, see README
     c.model.head_hidden = (128,)
     c.model.pooling = "avg"
     c.model.dropout = 0.1

@@ -80,6 +80,7 @@ def test_report_has_every_section_with_sane_values(tiny_report):
     assert p["decode_limit_img_s"] > 0 and p["naive_img_s"] > 0
     assert set(p["img_s"]) == {"1"} and p["img_s_per_worker"] == p["img_s"]["1"]
     assert 0 < r["loop_efficiency"] < 2
+    assert r["loop"]["iterators_started"] == 2  # CPU: a fresh pipeline per window
     assert r["inference"]["img_s"] > 0 and r["inference"]["images"] == 2 * 48  # two rounds
     assert set(r["targets"]) >= {"loop_efficiency", "pipeline_vs_naive", "vs_pytorch.ror"}
     text = suite.format_report(r)
@@ -115,3 +116,18 @@ def test_torch_step_leaves_subnormal_floats_working():
     TorchStep("ror", 16, 2, {"width": 4, "stage_sizes": (1, 1)}).time_window(1)
     tiny = np.float64(np.finfo(np.float64).smallest_subnormal)
     assert tiny * 2.0 > 0
+
+
+def test_loop_windows_can_share_one_iterator(tmp_path):
+    """The GPU/TPU path: one pipeline serves every window (no worker respawn per window)."""
+    from agr_jax.bench import loop as loop_bench
+    from agr_jax.bench import pipeline as pipeline_bench
+    from agr_jax.bench.step import StepBench
+
+    data = pipeline_bench.prepare_data(None, tmp_path, synthetic_num=40)
+    bench = StepBench(ModelSpec("ror", 16, 8, "float32", TINY_ROR))
+    bench.time_window(1)
+    r = loop_bench.run(bench, data.source, steps=2, windows=3, workers=0,
+                       restart_iterator=False)
+    assert r["iterators_started"] == 1 and len(r["window_ratios"]) == 3
+    assert r["loop_efficiency"] > 0

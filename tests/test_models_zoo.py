@@ -87,3 +87,16 @@ def test_backbone_runs_in_float32_and_trains_two_steps_in_bfloat16(name, fast_ji
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state.params))
     moved = jax.tree.map(lambda a, b: not np.array_equal(a, b), variables["params"], state.params)
     assert all(jax.tree.leaves(moved["head"])) and any(jax.tree.leaves(moved["backbone"]))
+
+
+def test_resnet_without_stem_pool_keeps_twice_the_resolution():
+    """`stem_pool=False`: stage 1 at input/2 (the small-face layout), same parameters."""
+    x = jnp.zeros((1, 32, 32, 3))
+    maps, params = {}, {}
+    for pool in (True, False):
+        backbone = models.BACKBONES["resnet18"](width=1 / 16, stem_pool=pool)
+        variables = jax.eval_shape(lambda b=backbone: b.init(jax.random.key(0), x))
+        maps[pool] = jax.eval_shape(lambda v, b=backbone: b.apply(v, x), variables).shape
+        params[pool] = jax.tree.map(lambda a: a.shape, variables["params"])
+    assert maps[True][1:3] == (1, 1) and maps[False][1:3] == (2, 2)
+    assert params[True] == params[False]

@@ -65,13 +65,18 @@ class Bottleneck(nn.Module):
 
 
 class ResNet(Backbone):
-    """ResNet trunk (7x7/2 stem, 3x3/2 max-pool, four stages) returning the last feature map."""
+    """ResNet trunk (7x7/2 stem, 3x3/2 max-pool, four stages) returning the last feature map.
+
+    `stem_pool=False` drops the max-pool: stage 1 runs at half the input side instead of a
+    quarter, the usual choice for small faces (64 px -> 32x32), at 4x the cost per channel.
+    """
 
     stage_sizes: Sequence[int] = (3, 4, 6, 3)
     block: str = "bottleneck"  # or "basic"
     width: float = 1.0
     use_bias: bool = True
     bn_epsilon: float = 1.001e-5
+    stem_pool: bool = True
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -83,7 +88,8 @@ class ResNet(Backbone):
             x
         )
         x = nn.relu(norm(name="stem_bn")(x))
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=[(1, 1)] * 2)
+        if self.stem_pool:
+            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=[(1, 1)] * 2)
         for i, num_blocks in enumerate(self.stage_sizes):
             for j in range(num_blocks):
                 x = block_cls(
