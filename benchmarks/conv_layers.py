@@ -1,8 +1,10 @@
 """Per-layer convolution timings: XLA's `lax.conv_general_dilated` against `models.conv`.
 
-    python benchmarks/conv_layers.py [--batch 128] [--repeats 5]
+    python benchmarks/conv_layers.py [--batch 128] [--repeats 5] [--no_stem_pool]
 
-The layers are those of the benchmark's ResNet-18 (width 0.75) at 64 px. For each: forward,
+The layers are those of the benchmark's ResNet-18 (width 0.75) at 64 px; `--no_stem_pool`
+gives that net's layers without the stem max-pool (stage 1 at 32x32: DESIGN.md's PyTorch
+reference layout, `model.stem_pool=False`). For each: forward,
 forward + weight gradient (what the stem needs), forward + both gradients; milliseconds,
 median of `--repeats` calls after compilation. The numbers behind `models/conv.py`'s routing.
 """
@@ -34,6 +36,11 @@ LAYERS = [
 ]
 
 
+# The same net without the stem max-pool: every stage at twice the side.
+LAYERS_NO_STEM_POOL = [LAYERS[0]] + [(2 * size, cin, cout, k, stride)
+                                     for size, cin, cout, k, stride in LAYERS[1:]]
+
+
 def _ms(fn, *args, repeats: int) -> float:
     fn = jax.jit(fn)
     jax.block_until_ready(fn(*args))
@@ -49,13 +56,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no_stem_pool", action="store_true",
+                        help="layers of the net without the stem max-pool (stage 1 at 32x32)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     print(f"device {jax.devices()[0].device_kind}, batch {args.batch}, float32, ms")
     print(f"{'layer':<26}{'fwd xla':>9}{'routed':>8}{'+dW xla':>9}{'routed':>8}"
           f"{'+dX+dW xla':>12}{'routed':>8}")
     totals = np.zeros(6)
-    for size, cin, cout, k, stride in LAYERS:
+    for size, cin, cout, k, stride in LAYERS_NO_STEM_POOL if args.no_stem_pool else LAYERS:
         x = jnp.asarray(rng.normal(size=(args.batch, size, size, cin)), jnp.float32)
         w = jnp.asarray(rng.normal(size=(k, k, cin, cout)) * 0.1, jnp.float32)
         pads = tuple(lax.padtype_to_pads((size, size), (k, k), (stride, stride), "SAME"))
