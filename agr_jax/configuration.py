@@ -169,6 +169,8 @@ def validate(
         f"one of {optim.SCHEDULES}",
     )
     require(config.optimizer.learning_rate > 0, "optimizer.learning_rate", "> 0")
+    ema_decay = float(config.optimizer.get("ema_decay", 0.0))
+    require(0.0 <= ema_decay < 1.0, "optimizer.ema_decay", "0 (off) or a decay in (0, 1)")
     require(config.get("parallel", "none") in PARALLEL, "parallel", f"one of {PARALLEL}")
     tasks_cfg = config.get("tasks", {})
     age_mode = tasks_cfg.get("age_mode", "regression")

@@ -47,6 +47,7 @@ def get_config() -> config_dict.ConfigDict:
     c.tasks.max_age = 116.0
     c.tasks.age_loss = "mse"  # regression mode: "mse" or "l1" on age/max_age
     c.tasks.weights = config_dict.ConfigDict(dict(age=1.0, gender=1.0, race=1.0))
+    c.tasks.label_smoothing = 0.0  # gender and race targets: (1 - e) one-hot + e / classes
     c.tasks.weighting = "fixed"  # or "learned" (uncertainty weighting, trainable s_t)
 
     c.batch_size = 64
@@ -68,6 +69,9 @@ def get_config() -> config_dict.ConfigDict:
     c.optimizer.weight_decay = 0.0
     c.optimizer.momentum = 0.9
     c.optimizer.grad_clip = 0.0
+    # > 0: keep an exponential moving average of params and BN statistics with this decay;
+    # validation, best-checkpoint choice, evaluation and prediction then use the average.
+    c.optimizer.ema_decay = 0.0
     c.optimizer.lr_multipliers = ()  # ((glob over param paths, multiplier), ...); 0 freezes
 
     c.log_every_steps = 50

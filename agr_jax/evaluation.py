@@ -191,7 +191,9 @@ def evaluate_workdir(
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     template = jax.tree.map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
-        jax.eval_shape(lambda: create_train_state(model, tx, (size, size, 3), int(config.seed))),
+        jax.eval_shape(lambda: create_train_state(
+            model, tx, (size, size, 3), int(config.seed),
+            ema=float(config.optimizer.get("ema_decay", 0.0)) > 0)),
     )
     state, meta = restore_for_inference(workdir, template, which=which)
 

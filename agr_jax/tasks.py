@@ -72,8 +72,13 @@ class TaskSpec:
     weighting: str = "fixed"
     age_edges: tuple[float, ...] = ()  # K+1 edges in years, for the bins and ordinal modes
     age_loss: str = "mse"  # regression mode: "mse" or "l1" on age/max_age
+    label_smoothing: float = 0.0  # gender and race cross-entropy targets: (1-e) one-hot + e/K
 
     def __post_init__(self):
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(
+                f"tasks.label_smoothing: expected 0 <= value < 1, got {self.label_smoothing}"
+            )
         if self.age_mode not in AGE_MODES:
             raise ValueError(f"tasks.age_mode: expected one of {AGE_MODES}, got {self.age_mode!r}")
         if self.age_loss not in REGRESSION_LOSSES:
@@ -143,6 +148,7 @@ class TaskSpec:
             weighting=tasks_config.get("weighting", "fixed"),
             age_edges=resolve_age_edges(age_bins, max_age) if age_bins not in (None, "") else (),
             age_loss=tasks_config.get("age_loss", "mse"),
+            label_smoothing=float(tasks_config.get("label_smoothing", 0.0)),
         )
 
 
@@ -178,19 +184,25 @@ def age_loss(age_logits: jnp.ndarray, age: jnp.ndarray, spec: TaskSpec) -> jnp.n
     return jnp.abs(error) if spec.age_loss == "l1" else jnp.square(error)
 
 
+def class_loss(logits: jnp.ndarray, labels: jnp.ndarray, smoothing: float) -> jnp.ndarray:
+    """Cross-entropy against one-hot targets mixed with the uniform distribution."""
+    logits = logits.astype(jnp.float32)
+    if not smoothing:
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), smoothing)
+    return optax.softmax_cross_entropy(logits, targets)
+
+
 def per_example_losses(
     outputs: Mapping[str, jnp.ndarray], batch: Mapping[str, jnp.ndarray], spec: TaskSpec
 ) -> dict[str, jnp.ndarray]:
     """Per-example float32 losses for every task; shape [B] each."""
+    smoothing = spec.label_smoothing
     return {
         "age": age_loss(outputs["age"], batch["age"], spec),
-        "gender": optax.softmax_cross_entropy_with_integer_labels(
-            outputs["gender"].astype(jnp.float32), batch["gender"]
-        ),
+        "gender": class_loss(outputs["gender"], batch["gender"], smoothing),
         # race -1 = not labelled (IMDB-WIKI): no loss.
-        "race": optax.softmax_cross_entropy_with_integer_labels(
-            outputs["race"].astype(jnp.float32), jnp.maximum(batch["race"], 0)
-        )
+        "race": class_loss(outputs["race"], jnp.maximum(batch["race"], 0), smoothing)
         * (batch["race"] >= 0),
     }
 

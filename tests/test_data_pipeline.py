@@ -197,6 +197,21 @@ def test_batched_reads_match_single_reads(train_source):
     assert pipeline.read_records(train_source, indices) == [train_source[i] for i in indices]
 
 
+def test_column_reads_match_records(train_source):
+    indices = [5, 0, 17, 5]
+    keys = ["image", "age", "gender", "race", "file_name"]
+    records = [train_source[i] for i in indices]
+    columns = pipeline.read_columns(train_source, indices, keys)
+    assert columns["image"] == [r["image"] for r in records]
+    for key in ("age", "gender", "race"):
+        assert [int(v) for v in columns[key]] == [int(r[key]) for r in records]
+    assert [pipeline._text(v) for v in columns["file_name"]] == [r["file_name"] for r in records]
+    # A source without a column read (a plain list of records) goes through read_records.
+    assert pipeline.read_columns(records, [1, 2], ["age"]) == {
+        "age": [records[1]["age"], records[2]["age"]]
+    }
+
+
 def test_augment_batch_rotation_without_crop_is_pils_rotation():
     from PIL import Image
 

@@ -101,3 +101,24 @@ def test_folder_source(synthetic_dir):
 def test_load_split_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="agr_jax.data.prepare"):
         tfds_builders.load_split(tmp_path, "train")
+
+
+def test_prepared_pointer_is_never_seen_half_written(tmp_path):
+    """Runs sharing a build rewrite and read `prepared.json` at once (a sweep of runs on one
+    machine): a reader must always parse a whole file."""
+    import subprocess
+
+    pointer = tmp_path / tfds_builders.PREPARED_POINTER
+    prepare.write_json_atomic(pointer, {"path": "x", "settings": {"n": -1}})
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from pathlib import Path; from agr_jax.data import prepare\n"
+        "for i in range(3000):\n"
+        "    prepare.write_json_atomic(Path(sys.argv[1]), {'path': 'x', 'settings': {'n': i}})"
+    ), str(pointer)])
+    reads = 0
+    while writer.poll() is None or reads < 100:
+        assert json.loads(pointer.read_text())["path"] == "x"
+        reads += 1
+    assert writer.wait() == 0
+    assert json.loads(pointer.read_text())["settings"]["n"] == 2999
+    assert [p.name for p in tmp_path.iterdir()] == [pointer.name]  # no temporary left over

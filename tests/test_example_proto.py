@@ -4,7 +4,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from agr_jax.data import tfds_builders
-from agr_jax.data.example_proto import first_values, parse_example
+from agr_jax.data.example_proto import columns, first_values, parse_example
 
 
 def test_parse_example_matches_tfds_decoding(synthetic_tfds):
@@ -42,3 +42,16 @@ def test_first_values_names_a_missing_feature(synthetic_tfds):
     )[0]
     with pytest.raises(KeyError, match="no feature 'landmarks'"):
         first_values(raw, ("image", "landmarks"))
+
+
+def test_columns_gather_first_values_per_key(synthetic_tfds):
+    builder = tfds.builder_from_directory(str(tfds_builders.resolve_dir(synthetic_tfds)))
+    raw = builder.as_data_source(
+        split="train", deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES
+    )
+    records = [raw[i] for i in (3, 1, 3)]
+    keys = ("image", "race", "file_name")
+    got = columns(records, keys)
+    assert got == {k: [first_values(r, keys)[k] for r in records] for k in keys}
+    with pytest.raises(KeyError, match="no feature 'missing'"):
+        columns(records, ("image", "missing"))

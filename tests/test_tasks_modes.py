@@ -126,9 +126,15 @@ def test_validate_names_the_new_keys():
     with pytest.raises(ValueError, match="tasks.age_bins"):
         tasks.TaskSpec.from_config({"age_mode": "bins"})
     configuration.validate(_config(age_mode="bins", age_bins="fairface9", weighting="learned"))
+    with pytest.raises(ValueError, match="tasks.label_smoothing"):
+        configuration.validate(_config(label_smoothing=1.0))
     bad = defaults.get_config()
     bad.optimizer.lr_multipliers = (("backbone/*", -1.0),)
     with pytest.raises(ValueError, match="optimizer.lr_multipliers"):
+        configuration.validate(bad)
+    bad = defaults.get_config()
+    bad.optimizer.ema_decay = 1.0
+    with pytest.raises(ValueError, match="optimizer.ema_decay"):
         configuration.validate(bad)
 
 
@@ -140,3 +146,22 @@ def test_regression_age_losses(loss):
     error = jax.nn.sigmoid(logits[:, 0]) - age / spec.max_age
     expected = jnp.abs(error) if loss == "l1" else jnp.square(error)
     np.testing.assert_allclose(tasks.age_loss(logits, age, spec), expected, rtol=1e-6)
+
+
+def test_label_smoothing_mixes_one_hot_with_uniform():
+    logits = jnp.asarray([[2.0, -1.0], [0.5, 0.0]])
+    labels = jnp.asarray([0, 1])
+    e = 0.2
+    log_p = jax.nn.log_softmax(logits)
+    targets = (1 - e) * jax.nn.one_hot(labels, 2) + e / 2
+    expected = -(targets * log_p).sum(-1)
+    np.testing.assert_allclose(tasks.class_loss(logits, labels, e), expected, rtol=1e-6)
+    np.testing.assert_allclose(tasks.class_loss(logits, labels, 0.0),
+                               -log_p[jnp.arange(2), labels], rtol=1e-6)
+    spec = tasks.TaskSpec.from_config({"label_smoothing": e})
+    outputs = {"age": jnp.zeros((2, 1)), "gender": logits, "race": jnp.zeros((2, 5))}
+    batch = {"age": jnp.asarray([30.0, 40.0]), "gender": labels, "race": jnp.asarray([2, -1])}
+    losses = tasks.per_example_losses(outputs, batch, spec)
+    np.testing.assert_allclose(losses["gender"], expected, rtol=1e-6)
+    # Uniform logits: smoothing changes nothing; an unlabelled race (-1) still costs nothing.
+    np.testing.assert_allclose(losses["race"], [np.log(5.0), 0.0], rtol=1e-6)

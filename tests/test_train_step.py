@@ -8,7 +8,7 @@ import pytest
 
 from agr_jax import models, tasks
 from agr_jax.train.optim import make_optimizer
-from agr_jax.train.state import create_train_state
+from agr_jax.train.state import create_train_state, ema_decay_at, eval_variables
 from agr_jax.train.step import make_eval_step, make_train_step
 
 SPEC = tasks.TaskSpec()
@@ -108,3 +108,29 @@ def test_bad_optimizer_names_the_key():
         make_optimizer({**OPT, "name": "lion9000"}, 10)
     with pytest.raises(ValueError, match="optimizer.schedule"):
         make_optimizer({**OPT, "schedule": "zigzag"}, 10)
+
+
+def test_ema_tracks_params_and_is_what_eval_uses():
+    model = models.build("ror", outputs=SPEC.output_sizes(), width=4, stage_sizes=(1, 1))
+    tx = make_optimizer(OPT, 100)
+    state = create_train_state(model, tx, (32, 32, 3), seed=0, ema=True)
+    assert create_train_state(model, tx, (32, 32, 3), seed=0).ema is None
+    step = jax.jit(make_train_step(model, tx, SPEC, ema_decay=0.9))
+    batch = _batch()
+    for _ in range(3):
+        before = jax.device_get(state)
+        state, _ = step(state, batch)
+    d = float(ema_decay_at(0.9, jnp.asarray(2)))  # ramped: (1 + 2) / (10 + 2) < 0.9
+    assert d == pytest.approx(0.25)
+    expected = jax.tree.map(lambda e, p: d * e + (1 - d) * p, before.ema["params"],
+                            jax.device_get(state.params))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 jax.device_get(state.ema["params"]), expected)
+    assert eval_variables(state) is state.ema
+    # Evaluation scores the averaged variables, not the raw ones.
+    eval_step = jax.jit(make_eval_step(model, SPEC))
+    raw = state.replace(ema=None)
+    averaged = model.apply(state.ema, batch["image"], train=False)[0]["gender"]
+    np.testing.assert_allclose(eval_step(state, batch)["gender_prob"],
+                               jax.nn.softmax(averaged), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(eval_step(state, batch)["loss"], eval_step(raw, batch)["loss"])

@@ -40,3 +40,21 @@ def first_values(raw: bytes, keys: Sequence[str]) -> dict[str, Value]:
             raise ValueError(f"tf.train.Example: feature {key!r} is empty")
         out[key] = values[0]
     return out
+
+
+def columns(raws: Sequence[bytes], keys: Sequence[str]) -> dict[str, list[Value]]:
+    """The first value of each feature in `keys`, gathered per key over a batch of records:
+    the input pipeline's read (no dict per record; half the Python work of `first_values`)."""
+    out: dict[str, list[Value]] = {key: [] for key in keys}
+    appends = [(key, out[key].append) for key in keys]
+    for raw in raws:
+        feature = tf_example_generated_pb2.Example.FromString(raw).features.feature
+        for key, append in appends:
+            if key not in feature:
+                raise KeyError(f"tf.train.Example: no feature {key!r} (has {sorted(feature)})")
+            entry = feature[key]
+            values = getattr(entry, entry.WhichOneof("kind")).value
+            if not values:
+                raise ValueError(f"tf.train.Example: feature {key!r} is empty")
+            append(values[0])
+    return out

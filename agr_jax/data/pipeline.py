@@ -208,12 +208,26 @@ def read_records(source: Any, indices: Sequence[int]) -> list:
     return [source[k] for k in keys]
 
 
+def read_columns(source: Any, indices: Sequence[int], keys: Sequence[str]) -> dict[str, list]:
+    """`keys` of the records at `indices` as one list per key: through the source's own
+    column read (`NormalizedSource.read_columns`) where it has one, else from `read_records`."""
+    read = getattr(source, "read_columns", None)
+    if read is not None:
+        return read(indices, keys)
+    records = read_records(source, indices)
+    return {key: [r[key] for r in records] for key in keys}
+
+
 def decode_batch(jpegs: Sequence[bytes], size: int) -> np.ndarray:
     """Encoded images -> one uint8 [N, size, size, 3] array (decoded straight into it)."""
     out = np.empty((len(jpegs), size, size, 3), np.uint8)
     for i, data in enumerate(jpegs):
         out[i] = decode_image(data, size)
     return out
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 class LoadBatch:
@@ -239,15 +253,16 @@ class LoadBatch:
         self.batch_size, self.shard_index, self.shard_count = batch_size, shard_index, shard_count
 
     def __call__(self, batch_index: int, indices: np.ndarray) -> dict:
-        records = read_records(self.source, indices)
-        batch = {"image": decode_batch([r["image"] for r in records], self.image_size)}
+        keys = ["image", *LABEL_DTYPES] + (["file_name"] if self.with_metadata else [])
+        columns = read_columns(self.source, indices, keys)
+        batch = {"image": decode_batch(columns["image"], self.image_size)}
         for key, dtype in LABEL_DTYPES.items():
-            batch[key] = np.asarray([r[key] for r in records], dtype)
+            batch[key] = np.asarray(columns[key], dtype)
         if self.with_metadata:
-            batch["file_name"] = np.asarray([str(r["file_name"]) for r in records])
+            batch["file_name"] = np.asarray([_text(name) for name in columns["file_name"]])
         if self.augmenting:
             first = (batch_index * self.shard_count + self.shard_index) * self.batch_size
-            draws = augment_draws(self.seed, first + np.arange(len(records)))
+            draws = augment_draws(self.seed, first + np.arange(len(indices)))
             augment_batch(batch["image"], draws, self.augment)
         return batch
 

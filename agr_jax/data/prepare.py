@@ -36,6 +36,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from agr_jax.data import utkface
 
@@ -250,7 +251,7 @@ def prepare(
                 indent=1,
             )
         )
-        settings_file.write_text(json.dumps(settings, indent=1))  # marks completion
+        write_json_atomic(settings_file, settings)  # marks completion
         report = PrepareReport(
             data_dir=str(version_dir),
             reused=False,
@@ -262,10 +263,20 @@ def prepare(
             settings=settings,
             seconds=time.perf_counter() - start,
         )
-    (out / tb.PREPARED_POINTER).write_text(
-        json.dumps({"path": str(version_dir.relative_to(out)), "settings": settings}, indent=1)
+    # Rewritten on reuse too: atomically, since runs sharing `out` read it concurrently.
+    write_json_atomic(
+        out / tb.PREPARED_POINTER,
+        {"path": str(version_dir.relative_to(out)), "settings": settings},
     )
     return report
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """Write JSON so concurrent readers see the old file or the new one, never a partial one
+    (a truncated pointer once failed a run started beside another on the same build)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
 
 
 def _report_from_dir(version_dir: Path, settings: dict, start: float) -> PrepareReport:

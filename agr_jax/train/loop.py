@@ -116,7 +116,9 @@ def train_and_evaluate(
     model, spec = build_model_and_spec(config, tfds_dir, bn_axis_name=dp.axis_name)
     tx = make_optimizer(config.optimizer, total_steps)
     size = int(config.data.image_size)
-    state = dp.replicate(create_train_state(model, tx, (size, size, 3), int(config.seed)))
+    ema_decay = float(config.optimizer.get("ema_decay", 0.0))
+    state = dp.replicate(create_train_state(model, tx, (size, size, 3), int(config.seed),
+                                            ema=ema_decay > 0))
     log.info("model %s: %s parameters", config.model.name, f"{count_params(state.params):,}")
 
     train_iter = DevicePrefetcher(
@@ -147,7 +149,8 @@ def train_and_evaluate(
 
     # Compiled steps: one per-device body, wrapped for config.parallel.
     train_step = dp.train_step(
-        make_train_step(model, tx, spec, axis_name=dp.axis_name, skip_nonfinite=skip_nonfinite)
+        make_train_step(model, tx, spec, axis_name=dp.axis_name, skip_nonfinite=skip_nonfinite,
+                        ema_decay=ema_decay)
     )
     eval_step = dp.eval_step(make_eval_step(model, spec))
 

@@ -17,6 +17,9 @@ class TrainState:
     batch_stats: Any
     opt_state: Any
     rng: jnp.ndarray  # raw uint32 key data, so checkpoints hold plain arrays
+    # Exponential moving average of {"params", "batch_stats"} (`optimizer.ema_decay` > 0),
+    # which validation, checkpoint selection and evaluation then use; None when off.
+    ema: Any = None
 
 
 def create_train_state(
@@ -25,6 +28,7 @@ def create_train_state(
     image_shape: tuple[int, int, int],
     seed: int,
     compiler_options: dict[str, Any] | None = None,
+    ema: bool = False,
 ) -> TrainState:
     """Initialise params, BN statistics and optimiser state deterministically from `seed`.
 
@@ -37,15 +41,41 @@ def create_train_state(
         init_key, dropout_key = jax.random.split(jax.random.key(seed))
         variables = model.init(init_key, jnp.zeros((1, *image_shape)), train=False)
         params = variables["params"]
+        batch_stats = variables.get("batch_stats", {})
         return TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
-            batch_stats=variables.get("batch_stats", {}),
+            batch_stats=batch_stats,
             opt_state=tx.init(params),
             rng=jax.random.key_data(dropout_key),
+            ema={"params": params, "batch_stats": batch_stats} if ema else None,
         )
 
     return jax.jit(init, compiler_options=compiler_options)()
+
+
+def ema_decay_at(decay: float, step: jnp.ndarray) -> jnp.ndarray:
+    """`decay`, ramped up from 0.1 over the first steps ((1 + t) / (10 + t)) so the average is
+    not held near the random initialisation in a short run."""
+    t = step.astype(jnp.float32)
+    return jnp.minimum(jnp.float32(decay), (1.0 + t) / (10.0 + t))
+
+
+def update_ema(state: TrainState, decay: float) -> TrainState:
+    """Moves `state.ema` towards the current params and BN statistics."""
+    if state.ema is None:
+        return state
+    d = ema_decay_at(decay, state.step)
+    current = {"params": state.params, "batch_stats": state.batch_stats}
+    ema = jax.tree.map(lambda e, x: d * e + (1.0 - d) * x.astype(e.dtype), state.ema, current)
+    return state.replace(ema=ema)
+
+
+def eval_variables(state: TrainState) -> dict[str, Any]:
+    """The variables to evaluate and serve: the moving average when the run keeps one."""
+    if state.ema is not None:
+        return state.ema
+    return {"params": state.params, "batch_stats": state.batch_stats}
 
 
 def count_params(params: Any) -> int:

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from agr_jax import tasks
-from agr_jax.train.state import TrainState
+from agr_jax.train.state import TrainState, eval_variables, update_ema
 
 Batch = Mapping[str, jnp.ndarray]
 
@@ -30,10 +30,12 @@ def make_train_step(
     spec: tasks.TaskSpec,
     axis_name: str | None = None,
     skip_nonfinite: bool = False,
+    ema_decay: float = 0.0,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jnp.ndarray]]]:
     """`skip_nonfinite`: a step whose loss or gradient is NaN/Inf keeps the previous params,
     BN statistics and optimiser state (the step counter still advances); either way the
-    metrics carry `nonfinite` (1.0 for such a step) for the host-side guard."""
+    metrics carry `nonfinite` (1.0 for such a step) for the host-side guard. `ema_decay`:
+    decay of `state.ema` (updated after the step when the state has one)."""
 
     def train_step(state: TrainState, batch: Batch):
         rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -80,9 +82,8 @@ def make_train_step(
             params = keep_new(params, state.params)
             batch_stats = keep_new(batch_stats, state.batch_stats)
             opt_state = keep_new(opt_state, state.opt_state)
-        new_state = state.replace(
-            step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
-        )
+        new_state = state.replace(params=params, batch_stats=batch_stats, opt_state=opt_state)
+        new_state = update_ema(new_state, ema_decay).replace(step=state.step + 1)
         return new_state, metrics
 
     return train_step
@@ -94,11 +95,8 @@ def make_eval_step(
     """Per-example predictions and losses (host code masks padding and aggregates)."""
 
     def eval_step(state: TrainState, batch: Batch):
-        outputs, _ = model.apply(
-            {"params": state.params, "batch_stats": state.batch_stats},
-            batch["image"],
-            train=False,
-        )
+        variables = eval_variables(state)
+        outputs, _ = model.apply(variables, batch["image"], train=False)
         losses = tasks.per_example_losses(outputs, batch, spec)
         preds = tasks.predictions(outputs, spec)
         return {
@@ -107,7 +105,7 @@ def make_eval_step(
             "race_pred": preds["race"],
             "gender_prob": preds["gender_prob"],
             "race_prob": preds["race_prob"],
-            "loss": tasks.weighted_total(losses, spec, state.params.get("loss_log_vars")),
+            "loss": tasks.weighted_total(losses, spec, variables["params"].get("loss_log_vars")),
             **{f"loss_{t}": v for t, v in losses.items()},
         }
 
