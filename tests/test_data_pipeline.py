@@ -225,3 +225,36 @@ def test_augment_batch_rotation_without_crop_is_pils_rotation():
             float(angles[i]), resample=Image.Resampling.BILINEAR))
         np.testing.assert_array_equal(got[i], ref)
     assert not np.array_equal(got, images)
+
+
+def test_index_batches_are_epochs_of_permutations_split_by_process():
+    n, b = 10, 4
+    one = pipeline.ShuffledIndexBatches(n, b, seed=3)
+    stream = np.concatenate([one[k] for k in range(10)])  # 40 positions = 4 epochs
+    epochs = stream.reshape(4, n)
+    assert all(sorted(e) == list(range(n)) for e in epochs)  # each epoch covers every record
+    assert len({tuple(e) for e in epochs}) == 4  # reshuffled every epoch
+    np.testing.assert_array_equal(epochs[1], one.permutation(1))
+    # Two processes: process p holds rows [p * b, (p + 1) * b) of each global batch of 2b.
+    procs = [pipeline.ShuffledIndexBatches(n, b, 3, shard_index=p, shard_count=2) for p in (0, 1)]
+    merged = np.concatenate([np.concatenate([procs[0][k], procs[1][k]]) for k in range(5)])
+    np.testing.assert_array_equal(merged, stream)
+    # Finite epochs: 2 epochs = 20 positions -> 5 full batches; two processes without
+    # dropping the remainder share the 5 blocks of 4 (3 + 2); with it, 2 global batches.
+    assert len(pipeline.ShuffledIndexBatches(n, b, 3, num_epochs=2)) == 5
+    short = [pipeline.ShuffledIndexBatches(n, b, 3, num_epochs=2, shard_index=p, shard_count=2,
+                                           drop_remainder=False) for p in (0, 1)]
+    assert [len(s) for s in short] == [3, 2]
+    dealt = [short[k % 2][k // 2] for k in range(5)]
+    np.testing.assert_array_equal(np.concatenate(dealt), stream[:20])
+    odd = pipeline.ShuffledIndexBatches(n, 3, 3, num_epochs=1, drop_remainder=False)
+    assert [len(odd[k]) for k in range(len(odd))] == [3, 3, 3, 1]
+    assert len(pipeline.ShuffledIndexBatches(n, b, 3, num_epochs=2, shard_count=2)) == 2
+    with pytest.raises(IndexError, match="out of range"):
+        pipeline.ShuffledIndexBatches(n, b, 3, num_epochs=2)[5]
+    # Workers get a pickled copy: it must give the same batches.
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(one))
+    np.testing.assert_array_equal(clone[7], one[7])
+    assert not np.array_equal(pipeline.ShuffledIndexBatches(n, b, seed=4)[0], one[0])

@@ -1,16 +1,17 @@
 """grain input pipeline: random-access source -> batches of uint8 images and labels.
 
-    range(len(source)) -> shuffle(seed, reshuffled per epoch) -> repeat      [indices only]
-      -> this process' rows of each global batch (train; eval: ds[index::count] first)
-      -> batch of indices -> LoadBatch: one batched read, decode + resize, augment  [per batch]
+    train: ShuffledIndexBatches (a seeded permutation per epoch; this process' rows of each
+           global batch)                                                 [indices, per batch]
+    eval:  range(len(source)) -> ds[index::count] -> batch of indices
+      -> LoadBatch: one batched read, decode + resize, augment                      [per batch]
       -> to_iter_dataset -> mp_prefetch(worker_count)
 
 Everything per record happens inside one grain element per *batch*: the ArrayRecord read is
 one call for the batch (about half the cost of single random reads), grain's per-element
 bookkeeping and worker IPC are paid once per batch instead of once per image, and images are
-decoded straight into the batch array (no stacking copy). The index stream is all grain
-sees, so shuffling, sharding and checkpointable state stay grain's (`next_index` counts
-batches).
+decoded straight into the batch array (no stacking copy). Grain sees one element per batch
+from the index stream on; its iterator state (`next_index` counts batches) is what
+checkpoints hold.
 
 Augmentation draws come from a counter-based hash of (seed, position of the record in the
 global stream), not from stateful generators: the same seed gives the same batches whatever
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import io
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -174,29 +176,64 @@ def augment_batch(images: np.ndarray, draws: np.ndarray, aug: Mapping) -> np.nda
     return images
 
 
-class ProcessBatchSlice(grain.MapDataset):
-    """Process `index` of `count`: rows [index * b, (index + 1) * b) of every global batch.
+class ShuffledIndexBatches(grain.MapDataset):
+    """Train index stream: element k is this process' record indices for global batch k.
 
-    Shuffling and augmentation act on the global record stream, so the global batch at
+    The global stream is epoch after epoch of a seeded permutation (one numpy permutation
+    per epoch, reshuffled each epoch), cut into global batches of `batch_size * shard_count`;
+    process `shard_index` takes rows [p * b, (p + 1) * b) of each. So the global batch at
     step s is the same whatever the process count (a 2-host run matches a 1-host run), and
-    a position of `next_index = s * b` means the same point in the data for any count.
+    `next_index = s` means the same point in the data for any count. Whole batches of
+    indices in one vectorised step: grain's per-element shuffle -> repeat -> batch cost
+    ~11 us per image on this project's host, ~9 % of the single-worker pipeline.
     """
 
-    def __init__(self, parent: grain.MapDataset, batch_size: int, index: int, count: int):
-        super().__init__(parent)
-        self._b, self._index, self._count = int(batch_size), int(index), int(count)
+    def __init__(self, num_records: int, batch_size: int, seed: int,
+                 num_epochs: int | None = None, shard_index: int = 0, shard_count: int = 1,
+                 drop_remainder: bool = True):
+        super().__init__()
+        self._n, self._b, self._seed = int(num_records), int(batch_size), int(seed)
+        self._index, self._count = int(shard_index), int(shard_count)
+        self._stream = None if num_epochs is None else self._n * int(num_epochs)
+        if self._stream is None:
+            self._len = sys.maxsize // (self._b * self._count)
+        elif drop_remainder:  # whole global batches only
+            self._len = self._stream // (self._b * self._count)
+        else:  # blocks of b positions, dealt round-robin; the last one may be short
+            blocks = -(-self._stream // self._b)
+            self._len = max(0, -(-(blocks - self._index) // self._count))
+        self._perms: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
-        return len(self._parent) // self._count
+        return self._len
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        """Record order of `epoch` (a pure function of seed and epoch; the last two kept)."""
+        perm = self._perms.get(epoch)
+        if perm is None:
+            perm = np.random.default_rng([self._seed, epoch]).permutation(self._n)
+            self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 1}
+            self._perms[epoch] = perm
+        return perm
 
     def __getitem__(self, index):
         if isinstance(index, slice):
             return self.slice(index)
-        batch, row = divmod(index, self._b)
-        return self._parent[(batch * self._count + self._index) * self._b + row]
+        if not 0 <= index < self._len:
+            raise IndexError(f"batch {index} out of range [0, {self._len})")
+        positions = (index * self._count + self._index) * self._b + np.arange(self._b)
+        if self._stream is not None:
+            positions = positions[positions < self._stream]
+        epochs, offsets = np.divmod(positions, self._n)
+        out = np.empty(len(positions), np.int64)
+        for epoch in np.unique(epochs):
+            at = epochs == epoch
+            out[at] = self.permutation(int(epoch))[offsets[at]]
+        return out
 
     def __str__(self) -> str:
-        return f"ProcessBatchSlice(batch={self._b}, process={self._index}/{self._count})"
+        return (f"ShuffledIndexBatches(records={self._n}, batch={self._b}, seed={self._seed}, "
+                f"process={self._index}/{self._count})")
 
 
 def read_records(source: Any, indices: Sequence[int]) -> list:
@@ -302,7 +339,7 @@ def make_dataset(
       augment: keys from ``AUGMENT_KEYS`` (train only); None = no augmentation.
       num_epochs: train: None = forever; eval: None = 1.
       shard_index, shard_count: this process' shard. Train: its rows of every global
-        batch (``ProcessBatchSlice``); eval: ``ds[shard_index::shard_count]``.
+        batch (``ShuffledIndexBatches``); eval: ``ds[shard_index::shard_count]``.
       worker_count: >0 uses grain ``mp_prefetch`` with that many processes (whole batches).
       drop_remainder: default ``train``.
       with_metadata: add ``file_name`` (numpy str array) to each batch.
@@ -327,16 +364,16 @@ def make_dataset(
     load = LoadBatch(source, image_size=image_size, train=train, augment=augment,
                      with_metadata=with_metadata, seed=seed, batch_size=batch_size,
                      shard_index=shard_index, shard_count=shard_count)
-    ds = grain.MapDataset.range(len(source))
-    if shard_count > 1 and not train:
-        ds = ds[shard_index::shard_count]
     if train:
-        ds = ds.shuffle(seed=seed).repeat(num_epochs)
-    elif num_epochs not in (None, 1):
-        ds = ds.repeat(num_epochs)
-    if shard_count > 1 and train:
-        ds = ProcessBatchSlice(ds, batch_size, shard_index, shard_count)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=np.asarray)
+        ds = ShuffledIndexBatches(len(source), batch_size, seed, num_epochs, shard_index,
+                                  shard_count, drop_remainder)
+    else:
+        ds = grain.MapDataset.range(len(source))
+        if shard_count > 1:
+            ds = ds[shard_index::shard_count]
+        if num_epochs not in (None, 1):
+            ds = ds.repeat(num_epochs)
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder, batch_fn=np.asarray)
     ds = ds.map_with_index(load)
     it = ds.to_iter_dataset(grain.ReadOptions(
         num_threads=max(int(read_threads), 1),
