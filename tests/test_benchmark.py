@@ -79,6 +79,10 @@ def test_report_has_every_section_with_sane_values(tiny_report):
     assert p["source"].startswith("synthetic")
     assert p["decode_limit_img_s"] > 0 and p["naive_img_s"] > 0
     assert set(p["img_s"]) == {"1"} and p["img_s_per_worker"] == p["img_s"]["1"]
+    w = p["windows"]  # decode limit and 1 worker alternate; each side is a median of 3
+    assert len(w["decode_limit_img_s"]) == len(w["one_worker_img_s"]) == 3
+    assert p["decode_limit_img_s"] == sorted(w["decode_limit_img_s"])[1]
+    assert p["img_s_per_worker"] == sorted(w["one_worker_img_s"])[1]
     assert 0 < r["loop_efficiency"] < 2
     assert r["loop"]["iterators_started"] == 2  # CPU: a fresh pipeline per window
     assert r["inference"]["img_s"] > 0 and r["inference"]["images"] == 2 * 48  # two rounds
