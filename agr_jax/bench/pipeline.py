@@ -123,11 +123,10 @@ def run(data: BenchData, image_size: int, batch: int, workers: int, sample: int,
     if missing:
         raise FileNotFoundError(f"prepared records name files missing from {data.image_dir}: "
                                 f"{[str(p) for p in missing[:3]]}")
-    window_batches = max(num_batches // windows, 1)
     decode_windows, one_windows = [], []
-    for _ in range(windows):
-        decode_windows.append(decode_limit_img_s(jpegs, image_size, decode_seconds / windows))
-        one_windows.append(pipeline_img_s(data.source, image_size, batch, 1, window_batches))
+    for _ in range(windows):  # each window as long as a one-off measurement was
+        decode_windows.append(decode_limit_img_s(jpegs, image_size, decode_seconds))
+        one_windows.append(pipeline_img_s(data.source, image_size, batch, 1, num_batches))
     decode = statistics.median(decode_windows)
     naive = naive_img_s(paths, image_size, batch)
     img_s = {"1": statistics.median(one_windows)}
