@@ -70,7 +70,7 @@ def get_config() -> config_dict.ConfigDict:
     c.optimizer.momentum = 0.9
     c.optimizer.grad_clip = 0.0
     # > 0: keep an exponential moving average of params and BN statistics with this decay;
-    # validation, best-checkpoint choice, evaluation and prediction then use the average.
+    # validation, best-checkpoint choice and evaluation then use the average.
     c.optimizer.ema_decay = 0.0
     c.optimizer.lr_multipliers = ()  # ((glob over param paths, multiplier), ...); 0 freezes
 

@@ -90,12 +90,12 @@ def test_overwrite_discards_the_run_but_keeps_data_caches(tmp_path):
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _state(width: int, stage_sizes=(1, 1), seed: int = 0):
+def _state(width: int, stage_sizes=(1, 1), seed: int = 0, ema: bool = False):
     """A TrainState of the right structure without compiling anything (numpy leaves)."""
     model = models.build("ror", outputs=tasks.TaskSpec().output_sizes(), width=width,
                          stage_sizes=stage_sizes, head_hidden=(8,))
     abstract = jax.eval_shape(
-        lambda: create_train_state(model, make_optimizer(OPT, 10), (16, 16, 3), 0)
+        lambda: create_train_state(model, make_optimizer(OPT, 10), (16, 16, 3), 0, ema=ema)
     )
     rng = np.random.default_rng(seed)
     return jax.tree.map(
@@ -133,6 +133,12 @@ def test_restore_into_a_different_model_lists_the_parameters(saved):
     it = iter(grain.MapDataset.range(10).to_iter_dataset())
     with pytest.raises(checkpoint.CheckpointMismatch, match="stage3.*missing in checkpoint"):
         checkpoint.Checkpoints(root).restore_latest(deeper, it)
+
+
+def test_restore_with_ema_switched_on_names_the_missing_average(saved):
+    root, _ = saved
+    with pytest.raises(checkpoint.CheckpointMismatch, match="ema/params/.*missing in checkpoint"):
+        checkpoint.restore_for_inference(root, _state(4, ema=True), which="best")
 
 
 def test_restore_into_the_same_model_round_trips(saved):

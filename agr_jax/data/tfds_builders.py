@@ -211,7 +211,7 @@ class NormalizedSource:
         """`keys` of the records at `indices`, one list per key, in one ArrayRecord call.
 
         The input pipeline's read: it parses only the features it uses and builds no dict per
-        record (~35 -> ~20 us per record on this project's 2-core host).
+        record (~35 -> ~25 us per record on this project's 2-core host).
         """
         if not self._raw:
             records = self.__getitems__(indices)

@@ -21,7 +21,7 @@ from agr_jax.train import faults
 LATEST_DIR = "checkpoints"
 BEST_DIR = "best"
 # Parts of the state whose structure the model decides; a restore checks these first.
-MODEL_COLLECTIONS = ("params", "batch_stats")
+MODEL_COLLECTIONS = ("params", "batch_stats", "ema")  # ema: optimizer.ema_decay > 0
 MAX_LISTED = 25
 
 
@@ -70,7 +70,8 @@ def _model_leaves(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
 
 
 def mismatches(saved: Any, template: Any) -> list[str]:
-    """Human-readable differences in params/batch_stats between a checkpoint and a template."""
+    """Human-readable differences in params/batch_stats/ema between a checkpoint and a
+    template."""
     have, want = _model_leaves(saved), _model_leaves(template)
     lines = []
     order = lambda path: (MODEL_COLLECTIONS.index(path.split("/", 1)[0]), path)  # params first
