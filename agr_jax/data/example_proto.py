@@ -27,24 +27,14 @@ def parse_example(raw: bytes) -> dict[str, Value]:
 
 
 def first_values(raw: bytes, keys: Sequence[str]) -> dict[str, Value]:
-    """The first value of each feature in `keys`: the input pipeline's path for flat records
-    (looks the keys up instead of walking the whole feature map; ~2x faster)."""
-    feature = tf_example_generated_pb2.Example.FromString(raw).features.feature
-    out: dict[str, Value] = {}
-    for key in keys:
-        if key not in feature:
-            raise KeyError(f"tf.train.Example: no feature {key!r} (has {sorted(feature)})")
-        entry = feature[key]
-        values = getattr(entry, entry.WhichOneof("kind")).value
-        if not values:
-            raise ValueError(f"tf.train.Example: feature {key!r} is empty")
-        out[key] = values[0]
-    return out
+    """The first value of each feature in `keys` of one record (looks the keys up instead of
+    walking the whole feature map; ~2x faster than `parse_example`)."""
+    return {key: values[0] for key, values in columns([raw], keys).items()}
 
 
 def columns(raws: Sequence[bytes], keys: Sequence[str]) -> dict[str, list[Value]]:
     """The first value of each feature in `keys`, gathered per key over a batch of records:
-    the input pipeline's read (no dict per record; half the Python work of `first_values`)."""
+    the input pipeline's read (one list per key, no dict per record)."""
     out: dict[str, list[Value]] = {key: [] for key in keys}
     appends = [(key, out[key].append) for key in keys]
     for raw in raws:
