@@ -263,10 +263,6 @@ def decode_batch(jpegs: Sequence[bytes], size: int) -> np.ndarray:
     return out
 
 
-def _text(value: Any) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
 class LoadBatch:
     """(batch index, source indices) -> the batch dict: read, decode, resize, augment.
 
@@ -286,17 +282,17 @@ class LoadBatch:
             self.augment["flip"] or self.augment["rotate_deg"] > 0
             or self.augment["pad_crop"] > 0 or self.augment["noise_std"] > 0)
         self.with_metadata = with_metadata
+        self.keys = ["image", *LABEL_DTYPES] + (["file_name"] if with_metadata else [])
         self.seed = int(seed)
         self.batch_size, self.shard_index, self.shard_count = batch_size, shard_index, shard_count
 
     def __call__(self, batch_index: int, indices: np.ndarray) -> dict:
-        keys = ["image", *LABEL_DTYPES] + (["file_name"] if self.with_metadata else [])
-        columns = read_columns(self.source, indices, keys)
+        columns = read_columns(self.source, indices, self.keys)
         batch = {"image": decode_batch(columns["image"], self.image_size)}
         for key, dtype in LABEL_DTYPES.items():
             batch[key] = np.asarray(columns[key], dtype)
         if self.with_metadata:
-            batch["file_name"] = np.asarray([_text(name) for name in columns["file_name"]])
+            batch["file_name"] = np.asarray([str(name) for name in columns["file_name"]])
         if self.augmenting:
             first = (batch_index * self.shard_count + self.shard_index) * self.batch_size
             draws = augment_draws(self.seed, first + np.arange(len(indices)))

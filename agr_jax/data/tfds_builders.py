@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 VERSION = "1.0.0"
 FEATURE_KEYS = ("image", "age", "gender", "race", "file_name", "timestamp")
+TEXT_KEYS = {"file_name", "timestamp"}
 PREPARED_POINTER = "prepared.json"
 SETTINGS_FILE = "prepare_settings.json"
 REJECTS_FILE = "rejects.json"
@@ -216,7 +217,10 @@ class NormalizedSource:
         if not self._raw:
             records = self.__getitems__(indices)
             return {key: [r[key] for r in records] for key in keys}
-        return columns(self._source.__getitems__([int(i) for i in indices]), keys)
+        out = columns(self._source.__getitems__([int(i) for i in indices]), keys)
+        for key in TEXT_KEYS & out.keys():  # str, as `normalize_record` gives them
+            out[key] = [_to_str(v) for v in out[key]]
+        return out
 
     def _normalize(self, record) -> dict:
         return normalize_record(first_values(record, FEATURE_KEYS) if self._raw else record)
