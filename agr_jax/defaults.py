@@ -37,7 +37,8 @@ def get_config() -> config_dict.ConfigDict:
     c.model.head_hidden = (128, 128)
     c.model.pooling = "max"
     c.model.dropout = 0.0
-    # "auto": on CPU, convs XLA runs slowly become matmuls (models/conv.py); "xla": never.
+    # CPU convolutions (models/conv.py): "auto" = oneDNN through the FFI where it builds, else
+    # "matmul" (XLA's conv with its slowest cases as matmuls); "onednn"; "xla": XLA's alone.
     c.model.conv_impl = "auto"
 
     c.tasks = config_dict.ConfigDict()

@@ -1,4 +1,4 @@
-"""Per-layer convolution timings: XLA's `lax.conv_general_dilated` against `models.conv`.
+"""Per-layer convolution timings: XLA's `lax.conv_general_dilated`, the matmul routing, oneDNN.
 
     python benchmarks/conv_layers.py [--batch 128] [--repeats 5] [--no_stem_pool]
 
@@ -12,6 +12,7 @@ median of `--repeats` calls after compilation. The numbers behind `models/conv.p
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from agr_jax.models import conv
+from agr_jax.models import conv, onednn_conv
 
 # (H=W of the input, Cin, Cout, kernel, stride)
 LAYERS = [
@@ -39,6 +40,8 @@ LAYERS = [
 # The same net without the stem max-pool: every stage at twice the side.
 LAYERS_NO_STEM_POOL = [LAYERS[0]] + [(2 * size, cin, cout, k, stride)
                                      for size, cin, cout, k, stride in LAYERS[1:]]
+
+COL = 14
 
 
 def _ms(fn, *args, repeats: int) -> float:
@@ -60,16 +63,24 @@ def main() -> None:
                         help="layers of the net without the stem max-pool (stage 1 at 32x32)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    print(f"device {jax.devices()[0].device_kind}, batch {args.batch}, float32, ms")
-    print(f"{'layer':<26}{'fwd xla':>9}{'routed':>8}{'+dW xla':>9}{'routed':>8}"
-          f"{'+dX+dW xla':>12}{'routed':>8}")
-    totals = np.zeros(6)
+    impls = {"xla": lax.conv_general_dilated,
+             "matmul": functools.partial(conv.cpu_conv_general_dilated, onednn=False)}
+    if onednn_conv.available():
+        impls["onednn"] = functools.partial(conv.cpu_conv_general_dilated, onednn=True)
+    else:
+        print(f"oneDNN column skipped: {onednn_conv.status()}")
+    kinds = ("fwd", "+dW", "+dX+dW")
+    print(f"device {jax.devices()[0].device_kind}, batch {args.batch}, float32, ms "
+          f"(per kind: {' / '.join(impls)})")
+    header = "".join(f"{kind + ' ' + name:>{COL}}" for kind in kinds for name in impls)
+    print(f"{'layer':<26}{header}")
+    totals = np.zeros(len(kinds) * len(impls))
     for size, cin, cout, k, stride in LAYERS_NO_STEM_POOL if args.no_stem_pool else LAYERS:
         x = jnp.asarray(rng.normal(size=(args.batch, size, size, cin)), jnp.float32)
         w = jnp.asarray(rng.normal(size=(k, k, cin, cout)) * 0.1, jnp.float32)
         pads = tuple(lax.padtype_to_pads((size, size), (k, k), (stride, stride), "SAME"))
         row = []
-        for impl in (lax.conv_general_dilated, conv.cpu_conv_general_dilated):
+        for impl in impls.values():
             def fwd(a, b, impl=impl, stride=stride, pads=pads):
                 return impl(a, b, (stride, stride), pads, dimension_numbers=conv.NHWC)
 
@@ -81,13 +92,11 @@ def main() -> None:
 
             row.append([_ms(f, x, w, repeats=args.repeats)
                         for f in (fwd, weight_grad, both_grads)])
-        cells = [row[impl][kind] for kind in range(3) for impl in range(2)]
+        cells = [row[impl][kind] for kind in range(len(kinds)) for impl in range(len(impls))]
         totals += cells
         name = f"{size}x{size}x{cin}->{cout} k{k}/{stride}"
-        print(f"{name:<26}" + "".join(f"{v:>{w}.1f}" for v, w in zip(cells, (9, 8, 9, 8, 12, 8),
-                                                                       strict=True)))
-    print(f"{'sum':<26}" + "".join(f"{v:>{w}.1f}" for v, w in zip(totals, (9, 8, 9, 8, 12, 8),
-                                                                   strict=True)))
+        print(f"{name:<26}" + "".join(f"{v:>{COL}.1f}" for v in cells))
+    print(f"{'sum':<26}" + "".join(f"{v:>{COL}.1f}" for v in totals))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """models.conv: the CPU routing computes XLA's convolution (values and both gradients), and
 the in-model pixel normalisation matches the float path."""
 
+import logging
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +10,7 @@ import pytest
 from jax import lax
 
 from agr_jax import models, tasks
-from agr_jax.models import conv
+from agr_jax.models import conv, onednn_conv
 from agr_jax.models.heads import normalize_pixels
 
 # (input HxW, Cin, Cout, kernel, stride, padding, the path it must take)
@@ -75,10 +77,39 @@ def test_unsupported_layouts_fall_through_to_xla():
 
 def test_conv_impl_choice_and_error():
     assert conv.conv_general_dilated_for("xla") is None
-    expected = conv.cpu_conv_general_dilated if jax.default_backend() == "cpu" else None
-    assert conv.conv_general_dilated_for("auto") is expected
     with pytest.raises(ValueError, match="model.conv_impl"):
         conv.conv_general_dilated_for("fast")
+    if jax.default_backend() != "cpu":  # accelerators keep XLA's convolution
+        assert conv.conv_general_dilated_for("auto") is None
+        return
+    matmul = conv.conv_general_dilated_for("matmul")
+    assert matmul.func is conv.cpu_conv_general_dilated and matmul.keywords == {"onednn": False}
+    auto = conv.conv_general_dilated_for("auto")
+    assert auto.keywords == {"onednn": onednn_conv.available()}
+
+
+def test_without_onednn_auto_falls_back_and_onednn_refuses(monkeypatch, caplog):
+    """No oneDNN (no wheel, no compiler): "auto" says why and takes the matmul routing;
+    asking for "onednn" outright is an error naming the reason."""
+    monkeypatch.setattr(onednn_conv, "_load",
+                        lambda: onednn_conv.OneDnnUnavailable("no oneDNN here"))
+    conv._auto_onednn.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger=conv.__name__):
+            auto = conv.conv_general_dilated_for("auto")
+        if jax.default_backend() == "cpu":
+            assert auto.keywords == {"onednn": False}
+            assert "no oneDNN here" in caplog.text
+            with pytest.raises(onednn_conv.OneDnnUnavailable, match="no oneDNN here"):
+                conv.conv_general_dilated_for("onednn")
+    finally:
+        conv._auto_onednn.cache_clear()
+
+
+def test_missing_onednn_install_is_named(monkeypatch, tmp_path):
+    monkeypatch.setenv(onednn_conv.ROOT_ENV, str(tmp_path))
+    with pytest.raises(onednn_conv.OneDnnUnavailable, match="onednn-cpu-gomp"):
+        onednn_conv._onednn_root()
 
 
 def test_resnet_same_outputs_and_gradients_under_both_impls():
@@ -87,7 +118,7 @@ def test_resnet_same_outputs_and_gradients_under_both_impls():
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.integers(0, 256, (2, 32, 32, 3)), jnp.uint8)
     auto, xla = (models.build("resnet18", outputs=spec.output_sizes(), width=1 / 16,
-                              conv_impl=impl) for impl in ("auto", "xla"))
+                              conv_impl=impl) for impl in ("matmul", "xla"))
     variables = xla.init(jax.random.key(0), images)
 
     def loss(model, params):

@@ -1,21 +1,24 @@
 """Convolutions routed around XLA:CPU's slow spots (`model.conv_impl`).
 
-XLA's CPU convolution is far from its matmul speed in two places that dominate small-face
-training (measured on 2 cores, batch 128, float32, forward + both gradients; see
-benchmarks/conv_layers.py):
-- outputs of at most 16 positions (the last stages at 64-96 px: 4x4, 3x3, 2x2 maps), where
-  a 3x3 conv 2x2x384 -> 384 takes 230 ms and the same contraction as one matmul over im2col
-  patches 24 ms; likewise 1x1 convs (strided projections: 7.9 ms against 4.5 ms);
-- the weight gradient of convolutions over few input channels (the RGB stem): 123 ms for a
-  7x7/2 stem at 64 px against 66 ms as a matmul over patches.
-`impl="auto"` sends those cases to the matmul form on CPU (same maths, float32 accumulation)
-and leaves every other conv, and every conv on GPU/TPU, to `lax.conv_general_dilated`.
-`impl="xla"` never reroutes. Parameters are the same either way, so checkpoints move freely.
+XLA's CPU convolution is far from its matmul speed, and further from oneDNN (what PyTorch
+runs on CPU), on small-face layers (2 cores, batch 128, float32, forward + both gradients;
+benchmarks/conv_layers.py): a 3x3 conv 16x16x48 -> 48 takes ~50 ms under XLA, ~21 ms
+under oneDNN; the RGB stem's forward + weight gradient ~125 ms against ~25 ms. So on CPU:
+- `impl="onednn"`: plain float32/bfloat16 NHWC convolutions go to oneDNN through the FFI
+  (`models.onednn_conv`), except maps of at most 4 outputs (2x2), which one matmul over
+  im2col patches runs as fast;
+- `impl="matmul"`: XLA's convolution except where it is slowest: outputs of at most 16
+  positions (a 3x3 conv 2x2x384 -> 384: 230 ms, as one matmul 24 ms), 1x1 convs, and the
+  weight gradient over few input channels (the RGB stem), which become matmuls;
+- `impl="auto"` (default): "onednn" where the oneDNN FFI builds, "matmul" otherwise;
+- `impl="xla"` never reroutes. GPU/TPU always keep XLA's convolution.
+Parameters are the same either way, so checkpoints move freely between impls.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,9 +26,14 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-CONV_IMPLS = ("auto", "xla")
+from agr_jax.models import onednn_conv
+
+logger = logging.getLogger(__name__)
+
+CONV_IMPLS = ("auto", "onednn", "matmul", "xla")
 NHWC = ("NHWC", "HWIO", "NHWC")
 MAX_MATMUL_POSITIONS = 16  # output positions up to which the whole conv is one matmul
+MAX_MATMUL_POSITIONS_ONEDNN = 4  # the same when oneDNN takes the others (2x2 maps)
 MAX_STEM_CHANNELS = 4  # input channels up to which the weight gradient is a matmul
 
 Pads = tuple[tuple[int, int], tuple[int, int]]
@@ -97,6 +105,13 @@ def _is_plain_nhwc(lhs, rhs, dimension_numbers, lhs_dilation, rhs_dilation,
     )
 
 
+def _explicit_pads(lhs_shape, kernel: tuple[int, int], strides: tuple[int, int],
+                   padding: str | Sequence[tuple[int, int]]) -> Pads:
+    if isinstance(padding, str):
+        padding = lax.padtype_to_pads(lhs_shape[1:3], kernel, strides, padding)
+    return tuple((int(lo), int(hi)) for lo, hi in padding)
+
+
 def cpu_conv_general_dilated(
     lhs: jnp.ndarray,
     rhs: jnp.ndarray,
@@ -109,18 +124,28 @@ def cpu_conv_general_dilated(
     batch_group_count: int = 1,
     precision: Any = None,
     preferred_element_type: Any = None,
+    *,
+    onednn: bool = False,
 ) -> jnp.ndarray:
-    """Drop-in `lax.conv_general_dilated` taking the matmul forms where XLA:CPU is slow."""
+    """Drop-in `lax.conv_general_dilated` taking oneDNN or the matmul forms where XLA:CPU is slow.
+
+    With `onednn`, plain float32 or bfloat16 convolutions go to oneDNN except those of at
+    most `MAX_MATMUL_POSITIONS_ONEDNN` outputs, which the matmul form runs as fast; mixed
+    dtypes keep the matmul routing, and anything else (groups, dilation) XLA's convolution.
+    """
     if _is_plain_nhwc(lhs, rhs, dimension_numbers, lhs_dilation, rhs_dilation,
                       feature_group_count, batch_group_count):
         strides = (int(window_strides[0]), int(window_strides[1]))
         kh, kw, cin, _ = rhs.shape
-        if isinstance(padding, str):
-            padding = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), strides, padding)
-        pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+        pads = _explicit_pads(lhs.shape, (kh, kw), strides, padding)
         ho = (lhs.shape[1] + sum(pads[0]) - kh) // strides[0] + 1
         wo = (lhs.shape[2] + sum(pads[1]) - kw) // strides[1] + 1
         out_dtype = preferred_element_type or jnp.result_type(lhs, rhs)
+        if (onednn and ho * wo > MAX_MATMUL_POSITIONS_ONEDNN and min(min(pads)) >= 0
+                and lhs.dtype == rhs.dtype == out_dtype
+                and out_dtype in (jnp.float32, jnp.bfloat16)
+                and onednn_conv.supports(out_dtype)):
+            return onednn_conv.conv(lhs, rhs, strides, pads)
         if ho * wo <= MAX_MATMUL_POSITIONS or kh == kw == 1:
             return _matmul_conv(lhs, rhs, strides, pads, out_dtype)
         if cin <= MAX_STEM_CHANNELS and preferred_element_type is None:
@@ -134,11 +159,27 @@ def cpu_conv_general_dilated(
 def conv_general_dilated_for(impl: str) -> Callable[..., jnp.ndarray] | None:
     """The `nn.Conv(conv_general_dilated=...)` value for `impl` (None = flax's default).
 
-    "auto" resolves by the default backend when the model is traced: CPU gets the rerouted
-    conv, accelerators keep XLA's (cuDNN/TPU convolutions have no such slow spots).
+    Resolved by the default backend when the model is traced: accelerators keep XLA's
+    convolution (cuDNN/TPU have no such slow spots). On CPU, "onednn" requires the oneDNN
+    FFI, "matmul" is the matmul routing alone, and "auto" takes oneDNN where it builds and
+    the matmul routing otherwise, logging once which and why.
     """
     if impl not in CONV_IMPLS:
         raise ValueError(f"model.conv_impl: expected one of {CONV_IMPLS}, got {impl!r}")
     if impl == "xla" or jax.default_backend() != "cpu":
         return None
-    return cpu_conv_general_dilated
+    if impl == "onednn":
+        onednn_conv.require()
+    use_onednn = impl == "onednn" or (impl == "auto" and _auto_onednn())
+    return functools.partial(cpu_conv_general_dilated, onednn=use_onednn)
+
+
+@functools.cache
+def _auto_onednn() -> bool:
+    state = onednn_conv.status()
+    if state == "ready":
+        logger.info("model.conv_impl=auto: oneDNN convolutions on CPU")
+    else:
+        logger.warning("model.conv_impl=auto: oneDNN unavailable, using XLA with matmul "
+                       "routing (%s)", state)
+    return state == "ready"

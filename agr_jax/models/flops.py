@@ -2,8 +2,9 @@
 
 `cost_analysis()` is best-effort (missing or wrong for convolutions on some backends), so
 throughput numbers use this count instead: 2 x multiply-accumulates of every convolution
-(grouped and depthwise included) and every matrix product in `model.apply`. Element-wise
-work (BatchNorm, activations, pooling) is left out, as is usual for MFU.
+(grouped and depthwise included; oneDNN's FFI calls too) and every matrix product in
+`model.apply`. Element-wise work (BatchNorm, activations, pooling) is left out, as is usual
+for MFU.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax.extend import core as jex_core
+
+from agr_jax.models import onednn_conv
 
 
 def _conv_macs(eqn: Any) -> int:
@@ -32,7 +35,16 @@ def _dot_macs(eqn: Any) -> int:
     return math.prod(eqn.outvars[0].aval.shape) * math.prod(lhs[d] for d in lhs_contract)
 
 
-_COUNTERS = {"conv_general_dilated": _conv_macs, "dot_general": _dot_macs}
+def _ffi_macs(eqn: Any) -> int:
+    """The oneDNN forward convolution (`models.onednn_conv`): NHWC input, HWIO kernel."""
+    if eqn.params["target_name"] != onednn_conv.TARGETS["forward"]:
+        return 0
+    kh, kw, cin, _ = eqn.invars[1].aval.shape
+    return math.prod(eqn.outvars[0].aval.shape) * cin * kh * kw
+
+
+_COUNTERS = {"conv_general_dilated": _conv_macs, "dot_general": _dot_macs,
+             "ffi_call": _ffi_macs}
 
 
 def _sub_jaxprs(eqn: Any):

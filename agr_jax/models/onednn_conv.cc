@@ -1,0 +1,226 @@
+// oneDNN convolutions as XLA FFI custom calls (CPU): forward, input gradient, weight gradient.
+//
+// Why: XLA:CPU's own convolution runs 2-7x below oneDNN's (what PyTorch calls) on this
+// project's layers, the weight gradient worst of all. Layouts are JAX's: activations NHWC,
+// kernels HWIO, float32 or bfloat16. Built on first use by agr_jax/models/onednn_conv.py.
+//
+// Primitives are created once per shape and cached; each call runs with its own scratchpad,
+// so the same primitive may run on several XLA devices at once.
+
+#include <omp.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using Tag = memory::format_tag;
+
+namespace {
+
+// Geometry of one convolution: N, H, W, C (input), O, KH, KW, Ho, Wo, strides, pads, threads.
+using Key = std::tuple<int, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                       int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                       int64_t>;
+
+struct Geometry {
+  int64_t n, h, w, c, o, kh, kw, ho, wo, sh, sw, pt, pb, pl, pr, threads;
+  memory::data_type type;  // of every operand: f32, or bf16 (float32 accumulation inside)
+
+  Key key(int kind) const {
+    return {kind, static_cast<int>(type), n, h, w, c, o, kh, kw, ho, wo, sh, sw, pt, pb, pl, pr,
+            threads};
+  }
+  memory::desc src() const { return {{n, c, h, w}, type, Tag::nhwc}; }
+  memory::desc weights() const { return {{o, c, kh, kw}, type, Tag::hwio}; }
+  memory::desc dst() const { return {{n, o, ho, wo}, type, Tag::nhwc}; }
+  memory::dims strides() const { return {sh, sw}; }
+  memory::dims pad_l() const { return {pt, pl}; }
+  memory::dims pad_r() const { return {pb, pr}; }
+};
+
+dnnl::engine& Engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+dnnl::primitive_attr UserScratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+memory::desc AnyWeights(const Geometry& g) {
+  return {{g.o, g.c, g.kh, g.kw}, g.type, Tag::any};
+}
+
+dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g) {
+  return {Engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+          g.src(), AnyWeights(g), g.dst(), g.strides(), g.pad_l(), g.pad_r(), UserScratchpad()};
+}
+
+// A primitive plus, when it wants blocked weights (it picks their layout: `Tag::any`, which
+// runs the backward passes ~1.5x faster than plain HWIO), the reorder between the two.
+struct Cached {
+  dnnl::primitive primitive;
+  memory::desc scratchpad;
+  memory::desc weights;  // the primitive's (diff_)weights layout
+  std::unique_ptr<dnnl::reorder> reorder;  // HWIO -> weights, or weights -> HWIO (kBackwardWeights)
+};
+
+enum Kind { kForward = 0, kBackwardData = 1, kBackwardWeights = 2 };
+
+std::unique_ptr<Cached> Make(const Geometry& g, Kind kind) {
+  auto forward = ForwardDesc(g);
+  std::unique_ptr<Cached> made(new Cached);
+  if (kind == kForward) {
+    made->primitive = dnnl::convolution_forward(forward);
+    made->scratchpad = forward.scratchpad_desc();
+    made->weights = forward.weights_desc();
+  } else if (kind == kBackwardData) {
+    dnnl::convolution_backward_data::primitive_desc pd(
+        Engine(), dnnl::algorithm::convolution_direct, g.src(), AnyWeights(g), g.dst(),
+        g.strides(), g.pad_l(), g.pad_r(), forward, UserScratchpad());
+    made->primitive = dnnl::convolution_backward_data(pd);
+    made->scratchpad = pd.scratchpad_desc();
+    made->weights = pd.weights_desc();
+  } else {
+    dnnl::convolution_backward_weights::primitive_desc pd(
+        Engine(), dnnl::algorithm::convolution_direct, g.src(), AnyWeights(g), g.dst(),
+        g.strides(), g.pad_l(), g.pad_r(), forward, UserScratchpad());
+    made->primitive = dnnl::convolution_backward_weights(pd);
+    made->scratchpad = pd.scratchpad_desc();
+    made->weights = pd.diff_weights_desc();
+  }
+  if (made->weights != g.weights()) {
+    const bool to_user = kind == kBackwardWeights;
+    made->reorder.reset(new dnnl::reorder(dnnl::reorder::primitive_desc(
+        Engine(), to_user ? made->weights : g.weights(), Engine(),
+        to_user ? g.weights() : made->weights)));
+  }
+  return made;
+}
+
+// Creating a primitive costs milliseconds (JIT code generation): once per shape and kind.
+Cached& Lookup(const Geometry& g, Kind kind) {
+  static std::mutex mutex;
+  static std::map<Key, std::unique_ptr<Cached>> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto& slot = cache[g.key(kind)];
+  if (!slot) slot = Make(g, kind);
+  return *slot;
+}
+
+uint8_t* Grow(std::vector<uint8_t>& buffer, size_t size) {
+  if (buffer.size() < size) buffer.resize(size);
+  return buffer.data();
+}
+
+// `weights` is the HWIO buffer: read (forward, backward data) or written (backward weights).
+ffi::Error Run(const Geometry& g, Kind kind, void* weights,
+               std::unordered_map<int, void*> activations) {
+  try {
+    if (g.threads > 0) omp_set_num_threads(static_cast<int>(g.threads));
+    Cached& cached = Lookup(g, kind);
+    thread_local std::vector<uint8_t> scratch, blocked;
+    dnnl::stream stream(Engine());
+    memory user_weights(g.weights(), Engine(), weights);
+    memory kernel_weights = user_weights;
+    if (cached.reorder) {
+      kernel_weights = memory(cached.weights, Engine(),
+                              Grow(blocked, cached.weights.get_size()));
+      if (kind != kBackwardWeights) cached.reorder->execute(stream, user_weights, kernel_weights);
+    }
+    std::unordered_map<int, memory> args;
+    args.emplace(DNNL_ARG_SCRATCHPAD, memory(cached.scratchpad, Engine(),
+                                             Grow(scratch, cached.scratchpad.get_size())));
+    args.emplace(kind == kBackwardWeights ? DNNL_ARG_DIFF_WEIGHTS : DNNL_ARG_WEIGHTS,
+                 kernel_weights);
+    for (auto& [arg, ptr] : activations) {
+      const bool is_src = arg == DNNL_ARG_SRC || arg == DNNL_ARG_DIFF_SRC;
+      args.emplace(arg, memory(is_src ? g.src() : g.dst(), Engine(), ptr));
+    }
+    cached.primitive.execute(stream, args);
+    if (cached.reorder && kind == kBackwardWeights) {
+      cached.reorder->execute(stream, kernel_weights, user_weights);
+    }
+    stream.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+// x: [N, H, W, C] (NHWC); w: [KH, KW, C, O] (HWIO); y: [N, Ho, Wo, O]; all one dtype.
+ffi::ErrorOr<Geometry> MakeGeometry(const ffi::AnyBuffer& x, const ffi::AnyBuffer& w,
+                                    const ffi::AnyBuffer& y, ffi::Span<const int64_t> strides,
+                                    ffi::Span<const int64_t> padding, int64_t threads) {
+  const auto type = x.element_type();
+  if (w.element_type() != type || y.element_type() != type ||
+      (type != ffi::DataType::F32 && type != ffi::DataType::BF16)) {
+    return ffi::Unexpected(
+        ffi::Error::InvalidArgument("oneDNN conv: operands must all be float32 or bfloat16"));
+  }
+  auto xd = x.dimensions(), wd = w.dimensions(), yd = y.dimensions();
+  if (xd.size() != 4 || wd.size() != 4 || yd.size() != 4 || strides.size() != 2 ||
+      padding.size() != 4) {
+    return ffi::Unexpected(
+        ffi::Error::InvalidArgument("oneDNN conv: expected 4-D NHWC/HWIO operands"));
+  }
+  return Geometry{xd[0], xd[1], xd[2], xd[3], wd[3], wd[0], wd[1], yd[1], yd[2],
+                  strides[0], strides[1], padding[0], padding[1], padding[2], padding[3],
+                  threads,
+                  type == ffi::DataType::F32 ? memory::data_type::f32 : memory::data_type::bf16};
+}
+
+ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y,
+                   ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding,
+                   int64_t threads) {
+  auto g = MakeGeometry(x, w, *y, strides, padding, threads);
+  if (g.has_error()) return g.error();
+  return Run(*g, kForward, w.untyped_data(),
+             {{DNNL_ARG_SRC, x.untyped_data()}, {DNNL_ARG_DST, y->untyped_data()}});
+}
+
+ffi::Error BackwardData(ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx,
+                        ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding,
+                        int64_t threads) {
+  auto g = MakeGeometry(*dx, w, dy, strides, padding, threads);
+  if (g.has_error()) return g.error();
+  return Run(*g, kBackwardData, w.untyped_data(),
+             {{DNNL_ARG_DIFF_DST, dy.untyped_data()}, {DNNL_ARG_DIFF_SRC, dx->untyped_data()}});
+}
+
+ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw,
+                           ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding,
+                           int64_t threads) {
+  auto g = MakeGeometry(x, *dw, dy, strides, padding, threads);
+  if (g.has_error()) return g.error();
+  return Run(*g, kBackwardWeights, dw->untyped_data(),
+             {{DNNL_ARG_SRC, x.untyped_data()}, {DNNL_ARG_DIFF_DST, dy.untyped_data()}});
+}
+
+}  // namespace
+
+#define AGR_CONV_HANDLER(name, impl)                                               \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, impl,                                        \
+                                ffi::Ffi::Bind()                                   \
+                                    .Arg<ffi::AnyBuffer>()                         \
+                                    .Arg<ffi::AnyBuffer>()                         \
+                                    .Ret<ffi::AnyBuffer>()                         \
+                                    .Attr<ffi::Span<const int64_t>>("strides")     \
+                                    .Attr<ffi::Span<const int64_t>>("padding")     \
+                                    .Attr<int64_t>("threads"));
+
+AGR_CONV_HANDLER(AgrOnednnConvForward, Forward)
+AGR_CONV_HANDLER(AgrOnednnConvBackwardData, BackwardData)
+AGR_CONV_HANDLER(AgrOnednnConvBackwardWeights, BackwardWeights)

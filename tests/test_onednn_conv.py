@@ -1,0 +1,125 @@
+"""models.onednn_conv: oneDNN's convolution (FFI) equals XLA's in values and both gradients,
+under jit and inside whole models; `auto` picks it on CPU when it builds."""
+
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from agr_jax import models, tasks
+from agr_jax.models import conv, flops, onednn_conv
+
+pytestmark = pytest.mark.skipif(not onednn_conv.available(),
+                                reason=f"oneDNN FFI unavailable: {onednn_conv.status()}")
+
+# (input H, W, Cin, Cout, kernel, stride, padding)
+CASES = [
+    (9, 10, 5, 7, 3, 1, ((1, 1), (1, 1))),
+    (9, 10, 5, 7, 3, 2, ((1, 1), (1, 1))),
+    (16, 16, 3, 8, 7, 2, ((2, 3), (2, 3))),  # RGB stem, XLA's SAME padding at stride 2
+    (7, 7, 4, 6, 3, 2, ((0, 1), (1, 0))),  # asymmetric
+    (6, 5, 4, 5, 3, 1, ((0, 0), (0, 0))),  # VALID
+    (12, 12, 16, 32, 5, 3, ((2, 2), (2, 2))),
+]
+
+
+def _xla(x, w, stride, pads):
+    return lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=conv.NHWC)
+
+
+def _onednn(x, w, stride, pads):
+    return onednn_conv.conv(x, w, (stride, stride), pads)
+
+
+@pytest.mark.parametrize("h,w_,cin,cout,k,stride,pads", CASES)
+def test_values_and_gradients_match_xla(h, w_, cin, cout, k, stride, pads):
+    rng = np.random.default_rng(h * cin + k)
+    x = jnp.asarray(rng.normal(size=(3, h, w_, cin)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(k, k, cin, cout)) / np.sqrt(k * k * cin), jnp.float32)
+    want = _xla(x, w, stride, pads)
+    got = jax.jit(_onednn, static_argnums=(2, 3))(x, w, stride, pads)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+    cot = jnp.asarray(rng.normal(size=want.shape), jnp.float32)
+
+    def grads(fn):
+        return jax.jit(jax.grad(lambda a, b: jnp.sum(fn(a, b, stride, pads) * cot),
+                                argnums=(0, 1)))(x, w)
+
+    for g, r in zip(grads(_onednn), grads(_xla), strict=True):
+        assert g.shape == r.shape
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+
+
+def test_bfloat16_matches_xla_within_bfloat16_rounding():
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(4, 12, 12, 16)), jnp.bfloat16)
+    w = jnp.asarray(rng.normal(size=(3, 3, 16, 24)) / 12, jnp.bfloat16)
+    pads = ((1, 1), (1, 1))
+    cot = jnp.asarray(rng.normal(size=(4, 12, 12, 24)), jnp.bfloat16)
+
+    def value_and_grads(fn):
+        def loss(a, b):
+            return jnp.sum((fn(a, b, 1, pads) * cot).astype(jnp.float32))
+        y = jax.jit(fn, static_argnums=(2, 3))(x, w, 1, pads)
+        return (y, *jax.jit(jax.grad(loss, argnums=(0, 1)))(x, w))
+
+    for got, want in zip(value_and_grads(_onednn), value_and_grads(_xla), strict=True):
+        assert got.dtype == want.dtype == jnp.bfloat16 and got.shape == want.shape
+        scale = float(jnp.max(jnp.abs(want.astype(jnp.float32))))
+        np.testing.assert_allclose(np.float32(got), np.float32(want), atol=2e-2 * scale)
+
+
+def test_routing_sends_plain_convs_to_onednn_only():
+    def path(x, w, **kw):
+        return str(jax.make_jaxpr(lambda a, b: conv.cpu_conv_general_dilated(
+            a, b, (1, 1), "SAME", dimension_numbers=conv.NHWC, onednn=True, **kw))(x, w))
+
+    x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 4))
+    assert onednn_conv.TARGETS["forward"] in path(x, w)
+    assert onednn_conv.TARGETS["forward"] in path(x.astype(jnp.bfloat16),
+                                                  w.astype(jnp.bfloat16))
+    assert onednn_conv.TARGETS["forward"] not in path(  # bfloat16 in, float32 out
+        x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
+    assert onednn_conv.TARGETS["forward"] not in path(x, jnp.ones((3, 3, 1, 4)),
+                                                      feature_group_count=4)
+    assert onednn_conv.TARGETS["forward"] not in path(x[:, :2, :2], w)  # 4 outputs: matmul
+
+
+def test_dtype_this_cpu_cannot_run_keeps_the_matmul_routing(monkeypatch):
+    assert onednn_conv.supports.__wrapped__(jnp.float32)  # the real probe, uncached
+    monkeypatch.setattr(onednn_conv, "supports", lambda dtype: dtype != jnp.bfloat16)
+    x, w = jnp.ones((2, 8, 8, 4), jnp.bfloat16), jnp.ones((3, 3, 4, 4), jnp.bfloat16)
+    jaxpr = str(jax.make_jaxpr(lambda a, b: conv.cpu_conv_general_dilated(
+        a, b, (1, 1), "SAME", dimension_numbers=conv.NHWC, onednn=True))(x, w))
+    assert onednn_conv.TARGETS["forward"] not in jaxpr and "conv_general_dilated" in jaxpr
+
+
+def test_whole_model_trains_the_same_and_counts_the_same_flops(caplog):
+    """A ResNet under `auto` (oneDNN here) against XLA's own convs: outputs, gradients of a
+    training-mode loss (batch statistics), and the analytic FLOP count."""
+    spec = tasks.TaskSpec()
+    images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (4, 48, 48, 3)), jnp.uint8)
+    conv._auto_onednn.cache_clear()
+    with caplog.at_level(logging.INFO, logger=conv.__name__):
+        fast, ref = (models.build("resnet18", outputs=spec.output_sizes(), width=1 / 8,
+                                  conv_impl=impl) for impl in ("auto", "xla"))
+        variables = ref.init(jax.random.key(0), images)
+        fast.apply(variables, images)
+    assert "oneDNN convolutions on CPU" in caplog.text
+    assert onednn_conv.TARGETS["forward"] in str(jax.make_jaxpr(fast.apply)(variables, images))
+
+    def loss(model, params):
+        logits, _ = model.apply({**variables, "params": params}, images, train=True,
+                                mutable=["batch_stats"])[0]
+        return sum(jnp.sum(v ** 2) for v in logits.values())
+
+    got = jax.jit(jax.grad(lambda p: loss(fast, p)))(variables["params"])
+    want = jax.jit(jax.grad(lambda p: loss(ref, p)))(variables["params"])
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4)
+    assert flops.forward_flops(fast, 48) == flops.forward_flops(ref, 48)
