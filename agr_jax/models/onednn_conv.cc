@@ -79,6 +79,13 @@ struct Cached {
 
 enum Kind { kForward = 0, kBackwardData = 1, kBackwardWeights = 2 };
 
+template <typename Backward>
+typename Backward::primitive_desc BackwardDesc(
+    const Geometry& g, const dnnl::convolution_forward::primitive_desc& hint) {
+  return {Engine(), dnnl::algorithm::convolution_direct, g.src(), AnyWeights(g), g.dst(),
+          g.strides(), g.pad_l(), g.pad_r(), hint, UserScratchpad()};
+}
+
 std::unique_ptr<Cached> Make(const Geometry& g, Kind kind) {
   auto forward = ForwardDesc(g);
   std::unique_ptr<Cached> made(new Cached);
@@ -87,16 +94,12 @@ std::unique_ptr<Cached> Make(const Geometry& g, Kind kind) {
     made->scratchpad = forward.scratchpad_desc();
     made->weights = forward.weights_desc();
   } else if (kind == kBackwardData) {
-    dnnl::convolution_backward_data::primitive_desc pd(
-        Engine(), dnnl::algorithm::convolution_direct, g.src(), AnyWeights(g), g.dst(),
-        g.strides(), g.pad_l(), g.pad_r(), forward, UserScratchpad());
+    auto pd = BackwardDesc<dnnl::convolution_backward_data>(g, forward);
     made->primitive = dnnl::convolution_backward_data(pd);
     made->scratchpad = pd.scratchpad_desc();
     made->weights = pd.weights_desc();
   } else {
-    dnnl::convolution_backward_weights::primitive_desc pd(
-        Engine(), dnnl::algorithm::convolution_direct, g.src(), AnyWeights(g), g.dst(),
-        g.strides(), g.pad_l(), g.pad_r(), forward, UserScratchpad());
+    auto pd = BackwardDesc<dnnl::convolution_backward_weights>(g, forward);
     made->primitive = dnnl::convolution_backward_weights(pd);
     made->scratchpad = pd.scratchpad_desc();
     made->weights = pd.diff_weights_desc();
@@ -182,37 +185,26 @@ ffi::ErrorOr<Geometry> MakeGeometry(const ffi::AnyBuffer& x, const ffi::AnyBuffe
                   type == ffi::DataType::F32 ? memory::data_type::f32 : memory::data_type::bf16};
 }
 
-ffi::Error Forward(ffi::AnyBuffer x, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> y,
-                   ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding,
-                   int64_t threads) {
-  auto g = MakeGeometry(x, w, *y, strides, padding, threads);
+// One handler per kind. Inputs a, b: (x, w) forward, (dy, w) backward data, (x, dy) backward
+// weights; `out` is y, dx or dw.
+template <Kind kind>
+ffi::Error Convolution(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> out,
+                       ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding,
+                       int64_t threads) {
+  const ffi::AnyBuffer& x = kind == kBackwardData ? *out : a;
+  const ffi::AnyBuffer& w = kind == kBackwardWeights ? *out : b;
+  const ffi::AnyBuffer& y = kind == kForward ? *out : kind == kBackwardData ? a : b;
+  auto g = MakeGeometry(x, w, y, strides, padding, threads);
   if (g.has_error()) return g.error();
-  return Run(*g, kForward, w.untyped_data(),
-             {{DNNL_ARG_SRC, x.untyped_data()}, {DNNL_ARG_DST, y->untyped_data()}});
-}
-
-ffi::Error BackwardData(ffi::AnyBuffer dy, ffi::AnyBuffer w, ffi::Result<ffi::AnyBuffer> dx,
-                        ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding,
-                        int64_t threads) {
-  auto g = MakeGeometry(*dx, w, dy, strides, padding, threads);
-  if (g.has_error()) return g.error();
-  return Run(*g, kBackwardData, w.untyped_data(),
-             {{DNNL_ARG_DIFF_DST, dy.untyped_data()}, {DNNL_ARG_DIFF_SRC, dx->untyped_data()}});
-}
-
-ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::AnyBuffer> dw,
-                           ffi::Span<const int64_t> strides, ffi::Span<const int64_t> padding,
-                           int64_t threads) {
-  auto g = MakeGeometry(x, *dw, dy, strides, padding, threads);
-  if (g.has_error()) return g.error();
-  return Run(*g, kBackwardWeights, dw->untyped_data(),
-             {{DNNL_ARG_SRC, x.untyped_data()}, {DNNL_ARG_DIFF_DST, dy.untyped_data()}});
+  const int x_arg = kind == kBackwardData ? DNNL_ARG_DIFF_SRC : DNNL_ARG_SRC;
+  const int y_arg = kind == kForward ? DNNL_ARG_DST : DNNL_ARG_DIFF_DST;
+  return Run(*g, kind, w.untyped_data(), {{x_arg, x.untyped_data()}, {y_arg, y.untyped_data()}});
 }
 
 }  // namespace
 
-#define AGR_CONV_HANDLER(name, impl)                                               \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, impl,                                        \
+#define AGR_CONV_HANDLER(name, kind)                                               \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, Convolution<kind>,                           \
                                 ffi::Ffi::Bind()                                   \
                                     .Arg<ffi::AnyBuffer>()                         \
                                     .Arg<ffi::AnyBuffer>()                         \
@@ -221,6 +213,6 @@ ffi::Error BackwardWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi:
                                     .Attr<ffi::Span<const int64_t>>("padding")     \
                                     .Attr<int64_t>("threads"));
 
-AGR_CONV_HANDLER(AgrOnednnConvForward, Forward)
-AGR_CONV_HANDLER(AgrOnednnConvBackwardData, BackwardData)
-AGR_CONV_HANDLER(AgrOnednnConvBackwardWeights, BackwardWeights)
+AGR_CONV_HANDLER(AgrOnednnConvForward, kForward)
+AGR_CONV_HANDLER(AgrOnednnConvBackwardData, kBackwardData)
+AGR_CONV_HANDLER(AgrOnednnConvBackwardWeights, kBackwardWeights)
