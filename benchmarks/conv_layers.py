@@ -1,4 +1,5 @@
-"""Per-layer convolution timings: XLA's `lax.conv_general_dilated`, the matmul routing, oneDNN.
+"""Per-layer convolution timings: XLA's `lax.conv_general_dilated`, the matmul routing, oneDNN
+through the FFI, and PyTorch's conv2d (channels-last) when torch is installed.
 
     python benchmarks/conv_layers.py [--batch 128] [--repeats 5] [--no_stem_pool]
 
@@ -6,13 +7,16 @@ The layers are those of the benchmark's ResNet-18 (width 0.75) at 64 px; `--no_s
 gives that net's layers without the stem max-pool (stage 1 at 32x32: DESIGN.md's PyTorch
 reference layout, `model.stem_pool=False`). For each: forward,
 forward + weight gradient (what the stem needs), forward + both gradients; milliseconds,
-median of `--repeats` calls after compilation. The numbers behind `models/conv.py`'s routing.
+median of `--repeats` calls after compilation (PyTorch: after two warm-up calls, padding
+k // 2, which gives the same output sizes). The numbers behind `models/conv.py`'s routing.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
+import os
 import statistics
 import time
 
@@ -55,6 +59,35 @@ def _ms(fn, *args, repeats: int) -> float:
     return statistics.median(times) * 1e3
 
 
+def _torch_row(size: int, cin: int, cout: int, k: int, stride: int, batch: int,
+               repeats: int) -> list[float]:
+    """PyTorch's forward / + weight gradient / + both gradients for one layer."""
+    import torch  # optional: only this column needs it
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    x = torch.randn(batch, cin, size, size).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(cout, cin, k, k) * 0.1
+    row = []
+    for x_grad, w_grad in ((False, False), (False, True), (True, True)):
+        xs, ws = x.clone().requires_grad_(x_grad), w.clone().requires_grad_(w_grad)
+
+        def step(xs=xs, ws=ws, grads=w_grad):
+            with torch.set_grad_enabled(grads):
+                y = torch.nn.functional.conv2d(xs, ws, stride=stride, padding=k // 2)
+                if grads:
+                    (y * y).sum().backward()
+
+        for _ in range(2):
+            step()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+        row.append(statistics.median(times) * 1e3)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
@@ -69,12 +102,17 @@ def main() -> None:
         impls["onednn"] = functools.partial(conv.cpu_conv_general_dilated, onednn=True)
     else:
         print(f"oneDNN column skipped: {onednn_conv.status()}")
+    names = list(impls)
+    if importlib.util.find_spec("torch") is not None:
+        names.append("torch")
+    else:
+        print("PyTorch column skipped: torch is not installed (pip install -e .[bench])")
     kinds = ("fwd", "+dW", "+dX+dW")
     print(f"device {jax.devices()[0].device_kind}, batch {args.batch}, float32, ms "
-          f"(per kind: {' / '.join(impls)})")
-    header = "".join(f"{kind + ' ' + name:>{COL}}" for kind in kinds for name in impls)
+          f"(per kind: {' / '.join(names)})")
+    header = "".join(f"{kind + ' ' + name:>{COL}}" for kind in kinds for name in names)
     print(f"{'layer':<26}{header}")
-    totals = np.zeros(len(kinds) * len(impls))
+    totals = np.zeros(len(kinds) * len(names))
     for size, cin, cout, k, stride in LAYERS_NO_STEM_POOL if args.no_stem_pool else LAYERS:
         x = jnp.asarray(rng.normal(size=(args.batch, size, size, cin)), jnp.float32)
         w = jnp.asarray(rng.normal(size=(k, k, cin, cout)) * 0.1, jnp.float32)
@@ -92,7 +130,9 @@ def main() -> None:
 
             row.append([_ms(f, x, w, repeats=args.repeats)
                         for f in (fwd, weight_grad, both_grads)])
-        cells = [row[impl][kind] for kind in range(len(kinds)) for impl in range(len(impls))]
+        if "torch" in names:
+            row.append(_torch_row(size, cin, cout, k, stride, args.batch, args.repeats))
+        cells = [row[impl][kind] for kind in range(len(kinds)) for impl in range(len(names))]
         totals += cells
         name = f"{size}x{size}x{cin}->{cout} k{k}/{stride}"
         print(f"{name:<26}" + "".join(f"{v:>{COL}.1f}" for v in cells))

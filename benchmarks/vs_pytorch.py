@@ -1,7 +1,9 @@
 """PyTorch side of `vs_pytorch`: one eager training step of the reference twin, timed in windows.
 
 Same input size, batch, losses and optimiser (Adam + global-norm clipping, as the agr_jax
-benchmark step) on the same cores. PyTorch runs channels-last, its faster CPU layout here.
+benchmark step) on the same cores. PyTorch runs channels-last, its faster CPU layout here;
+against our bfloat16 steps it runs the forward pass under bfloat16 autocast (its own mixed
+precision: weights and optimiser in float32, as ours).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ class TorchStep:
 
     def __init__(self, name: str, image_size: int, batch: int, model_kwargs: dict[str, Any],
                  lr: float = 1e-3, grad_clip: float = 1.0, channels_last: bool = True,
-                 seed: int = 0):
+                 seed: int = 0, autocast_bf16: bool = False):
         torch.manual_seed(seed)
         torch.set_num_threads(os.cpu_count() or 1)
         self.model = torch_reference.build(name, **model_kwargs)
@@ -33,11 +35,14 @@ class TorchStep:
         self.gender = torch.randint(0, 2, (batch,))
         self.race = torch.randint(0, 5, (batch,))
         self.batch = batch
+        self.autocast_bf16 = autocast_bf16  # forward + loss in bfloat16, as ours with dtype=bf16
 
     def step(self) -> float:
         self.opt.zero_grad(set_to_none=True)
-        loss = torch_reference.multitask_loss(self.model(self.x), self.age, self.gender,
-                                              self.race)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.autocast_bf16):
+            outputs = self.model(self.x)
+        loss = torch_reference.multitask_loss({k: v.float() for k, v in outputs.items()},
+                                              self.age, self.gender, self.race)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.opt.step()

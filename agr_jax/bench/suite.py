@@ -60,7 +60,8 @@ def _cpu_suite() -> Suite:
             ModelSpec("resnet18", 64, 128, "bfloat16", r18),
             ModelSpec("xception", 224, 8, "float32", {}),
         ],
-        vs_pytorch=("ror", "resnet18"),
+        # bfloat16 keys: ours in bfloat16 against PyTorch under bfloat16 autocast.
+        vs_pytorch=("ror", "resnet18", "ror_bfloat16", "resnet18_bfloat16"),
     )
 
 
@@ -100,7 +101,8 @@ def get_suite(name: str, model_names: list[str] | None = None) -> Suite:
                 f"--models: {unknown} not in the {name} suite; expected {sorted(known)}"
             )
         suite.models = [m for m in suite.models if m.name in model_names]
-        suite.vs_pytorch = tuple(n for n in suite.vs_pytorch if n in model_names)
+        suite.vs_pytorch = tuple(n for n in suite.vs_pytorch
+                                 if n.removesuffix("_bfloat16") in model_names)
     return suite
 
 
@@ -126,7 +128,8 @@ def _vs_pytorch(bench: StepBench, suite: Suite) -> dict[str, Any]:
     from benchmarks.vs_pytorch import TorchStep, torch_version
 
     spec = bench.spec
-    ref = TorchStep(spec.name, spec.image_size, spec.batch, spec.kwargs)
+    autocast = spec.dtype == "bfloat16"
+    ref = TorchStep(spec.name, spec.image_size, spec.batch, spec.kwargs, autocast_bf16=autocast)
     ref.time_window(1)
     ours, theirs = [], []
     for _ in range(suite.windows):
@@ -143,7 +146,7 @@ def _vs_pytorch(bench: StepBench, suite: Suite) -> dict[str, Any]:
         "batch": spec.batch,
         "image_size": spec.image_size,
         "torch": f"{torch_version()} eager, channels_last, flush denormals, "
-                 f"{os.cpu_count()} threads",
+                 f"{os.cpu_count()} threads" + (", bfloat16 autocast" if autocast else ""),
     }
 
 
@@ -198,7 +201,7 @@ def run_suite(suite: Suite, data_dir: Path | None, work_dir: Path) -> dict[str, 
     report["vs_pytorch"] = {}
     for name in suite.vs_pytorch:
         if name not in benches:
-            _skip(report, f"vs_pytorch.{name}", f"no float32 step benchmark for {name}")
+            _skip(report, f"vs_pytorch.{name}", f"no step benchmark for {name}")
         elif missing:
             _skip(report, f"vs_pytorch.{name}", missing)
         else:
@@ -263,7 +266,7 @@ def format_report(report: dict[str, Any]) -> str:
                      f"{r['flops_per_img'] / 1e9:>11.3f}{r['achieved_tflops']:>9.4f}{util:>7}"
                      + mfu)
     for key, r in report.get("vs_pytorch", {}).items():
-        lines.append(f"vs_pytorch {key:<12} ours {r['img_s']:.1f} img/s, PyTorch "
+        lines.append(f"vs_pytorch {key:<18} ours {r['img_s']:.1f} img/s, PyTorch "
                      f"{r['torch_img_s']:.1f} img/s: ratio {r['ratio']:.2f}")
     if "pipeline" in report:
         p = report["pipeline"]
