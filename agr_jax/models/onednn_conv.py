@@ -2,15 +2,15 @@
 
 XLA's CPU convolution runs far below oneDNN (the library PyTorch uses on CPU) on small-face
 layers, the weight gradient worst (3x3 conv 32x32x48 -> 48, batch 128, 2 cores: XLA forward +
-both gradients ~450 ms, oneDNN ~115 ms; benchmarks/conv_layers.py). This module compiles
-`onednn_conv.cc` against the oneDNN wheel (`pip install onednn-cpu-gomp
-onednn-devel-cpu-gomp`, the `cpu` extra) and JAX's FFI headers on first use, caches the
+both gradients ~450 ms, oneDNN ~100 ms; benchmarks/conv_layers.py). This module compiles
+`onednn_conv.cc` against the oneDNN wheels (`onednn-cpu-gomp`, `onednn-devel-cpu-gomp`:
+dependencies of agr_jax on Linux x86-64) and JAX's FFI headers on first use, caches the
 library under `~/.cache/agr_jax/onednn/` keyed by source and versions, registers three FFI
 targets and exposes `conv`: a float32/bfloat16 NHWC/HWIO convolution with a custom VJP whose
 gradients are oneDNN's backward-data and backward-weights primitives.
 
 `status()` says whether it is usable and, when not, why (no wheel, no C++ compiler, build
-error): callers fall back to XLA's own convolution and say so once.
+error): `conv_impl="auto"` then falls back to the matmul routing and says so once.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _onednn_root() -> Path:
     raise OneDnnUnavailable(
         f"no oneDNN headers and library under {candidates[0]} (expected include/oneapi/dnnl/"
         f"dnnl.hpp and lib/libdnnl.so): `pip install onednn-cpu-gomp onednn-devel-cpu-gomp` "
-        f"(the `cpu` extra) or set {ROOT_ENV}")
+        f"(agr_jax's own dependencies on Linux x86-64) or set {ROOT_ENV}")
 
 
 def _cache_dir() -> Path:
@@ -106,8 +106,8 @@ def _load() -> str | OneDnnUnavailable:
         library = ctypes.cdll.LoadLibrary(str(_build(_onednn_root())))
     except OneDnnUnavailable as error:
         return error
-    except OSError as error:
-        return OneDnnUnavailable(f"loading the oneDNN FFI library failed: {error}")
+    except OSError as error:  # cache not writable, $CXX missing, library not loadable
+        return OneDnnUnavailable(f"building or loading the oneDNN FFI library failed: {error}")
     for kind, name in TARGETS.items():
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, SYMBOLS[kind])),
                                     platform="cpu")
