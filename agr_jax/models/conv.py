@@ -130,8 +130,9 @@ def cpu_conv_general_dilated(
     """Drop-in `lax.conv_general_dilated` taking oneDNN or the matmul forms where XLA:CPU is slow.
 
     With `onednn`, plain float32 or bfloat16 convolutions go to oneDNN except those of at
-    most `MAX_MATMUL_POSITIONS_ONEDNN` outputs, which the matmul form runs as fast; mixed
-    dtypes keep the matmul routing, and anything else (groups, dilation) XLA's convolution.
+    most `MAX_MATMUL_POSITIONS_ONEDNN` outputs, which the matmul form runs as fast; other
+    dtype combinations (bfloat16 in, float32 out) keep the matmul routing, and anything else
+    (groups, dilation) XLA's convolution.
     """
     if _is_plain_nhwc(lhs, rhs, dimension_numbers, lhs_dilation, rhs_dilation,
                       feature_group_count, batch_group_count):
