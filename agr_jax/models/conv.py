@@ -139,8 +139,7 @@ def cpu_conv_general_dilated(
         strides = (int(window_strides[0]), int(window_strides[1]))
         kh, kw, cin, _ = rhs.shape
         pads = _explicit_pads(lhs.shape, (kh, kw), strides, padding)
-        ho = (lhs.shape[1] + sum(pads[0]) - kh) // strides[0] + 1
-        wo = (lhs.shape[2] + sum(pads[1]) - kw) // strides[1] + 1
+        _, ho, wo, _ = onednn_conv.output_shape(lhs.shape, rhs.shape, strides, pads)
         out_dtype = preferred_element_type or jnp.result_type(lhs, rhs)
         if (onednn and ho * wo > MAX_MATMUL_POSITIONS_ONEDNN and min(min(pads)) >= 0
                 and lhs.dtype == rhs.dtype == out_dtype

@@ -166,7 +166,8 @@ def _call(kind: str, shape: tuple[int, ...], a, b, strides, pads: Pads):
     )
 
 
-def _out_shape(x_shape, w_shape, strides, pads: Pads) -> tuple[int, int, int, int]:
+def output_shape(x_shape, w_shape, strides, pads: Pads) -> tuple[int, int, int, int]:
+    """NHWC output shape of an NHWC x HWIO convolution with explicit padding."""
     n, h, w, _ = x_shape
     kh, kw, _, o = w_shape
     return (n, (h + sum(pads[0]) - kh) // strides[0] + 1,
@@ -177,7 +178,7 @@ def _out_shape(x_shape, w_shape, strides, pads: Pads) -> tuple[int, int, int, in
 def conv(x: jnp.ndarray, w: jnp.ndarray, strides: tuple[int, int], pads: Pads) -> jnp.ndarray:
     """NHWC x HWIO convolution, both float32 or both bfloat16 (the result too), non-negative
     explicit padding, no dilation or groups."""
-    return _call("forward", _out_shape(x.shape, w.shape, strides, pads), x, w, strides, pads)
+    return _call("forward", output_shape(x.shape, w.shape, strides, pads), x, w, strides, pads)
 
 
 def _conv_fwd(x, w, strides, pads):
