@@ -155,6 +155,8 @@ def validate(
     require(config.eval_batch_size > 0, "eval_batch_size", "a positive batch size")
     require(config.data.image_size >= 16, "data.image_size", "at least 16 pixels")
     require(config.data.name in DATASET_RACES, "data.name", f"one of {sorted(DATASET_RACES)}")
+    require(config.data.decoded_cache_gb >= 0, "data.decoded_cache_gb",
+            ">= 0 (0 turns the decoded cache off)")
     require(
         config.num_epochs > 0 or config.total_steps > 0, "num_epochs", "> 0 (or total_steps > 0)"
     )

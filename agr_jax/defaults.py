@@ -28,6 +28,10 @@ def get_config() -> config_dict.ConfigDict:
     c.data.min_age = -1  # -1: no age filter
     c.data.max_age = -1
     c.data.worker_count = 0
+    # Training and validation splits are decoded once at image_size into a memory-mapped
+    # file beside the prepared build when they fit in this many GB (data/decoded_cache.py);
+    # 0 decodes every JPEG every epoch.
+    c.data.decoded_cache_gb = 4.0
     c.data.augment = config_dict.ConfigDict(
         dict(flip=True, rotate_deg=0.0, pad_crop=0, noise_std=0.0)
     )

@@ -85,6 +85,9 @@ def test_report_has_every_section_with_sane_values(tiny_report):
     assert p["img_s_per_worker"] == sorted(w["one_worker_img_s"])[1]
     assert 0 < r["loop_efficiency"] < 2
     assert r["loop"]["iterators_started"] == 2  # CPU: a fresh pipeline per window
+    # As training by default: through the decoded cache; beside it, decoding every epoch.
+    assert r["loop"]["decoded_cache"] and not r["loop_decode_every_epoch"]["decoded_cache"]
+    assert r["loop_decode_every_epoch"]["loop_efficiency"] > 0
     assert r["inference"]["img_s"] > 0 and r["inference"]["images"] == 2 * 48  # two rounds
     assert set(r["targets"]) >= {"loop_efficiency", "pipeline_vs_naive", "vs_pytorch.ror"}
     text = suite.format_report(r)

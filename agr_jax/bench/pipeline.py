@@ -29,6 +29,7 @@ class BenchData:
     source: Any
     image_dir: Path
     description: str
+    tfds_dir: Path
 
 
 def default_data_dir(repo_root: Path) -> Path:
@@ -54,7 +55,7 @@ def prepare_data(data_dir: Path | None, work_dir: Path, synthetic_num: int = 200
         description = f"synthetic 200px faces ({synthetic_num}) in {image_dir}{missing}"
         tfds_dir = work_dir / "tfds_synthetic"
     prepare.prepare(image_dir, tfds_dir, seed=0)
-    return BenchData(tfds_builders.load_split(tfds_dir, "train"), image_dir, description)
+    return BenchData(tfds_builders.load_split(tfds_dir, "train"), image_dir, description, tfds_dir)
 
 
 def decode_limit_img_s(jpegs: list[bytes], image_size: int, seconds: float) -> float:

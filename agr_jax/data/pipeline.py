@@ -4,6 +4,7 @@
            global batch)                                                 [indices, per batch]
     eval:  range(len(source)) -> ds[index::count] -> batch of indices
       -> LoadBatch: one batched read, decode + resize, augment                      [per batch]
+         (a `decoded_cache.DecodedSource` skips the decode: rows of a decoded memory map)
       -> to_iter_dataset -> mp_prefetch(worker_count)
 
 Everything per record happens inside one grain element per *batch*: the ArrayRecord read is
@@ -283,12 +284,20 @@ class LoadBatch:
             or self.augment["pad_crop"] > 0 or self.augment["noise_std"] > 0)
         self.with_metadata = with_metadata
         self.keys = ["image", *LABEL_DTYPES] + (["file_name"] if with_metadata else [])
+        # A `data.decoded_cache.DecodedSource` serves decoded images; any other source, JPEGs.
+        self.predecoded = getattr(source, "decoded_size", None)
+        if self.predecoded is not None and self.predecoded != self.image_size:
+            raise ValueError(f"{source!r} holds images decoded at {self.predecoded} px, but "
+                             f"the pipeline was asked for image_size={self.image_size}")
         self.seed = int(seed)
         self.batch_size, self.shard_index, self.shard_count = batch_size, shard_index, shard_count
 
     def __call__(self, batch_index: int, indices: np.ndarray) -> dict:
         columns = read_columns(self.source, indices, self.keys)
-        batch = {"image": decode_batch(columns["image"], self.image_size)}
+        images = columns["image"]
+        if self.predecoded is None:
+            images = decode_batch(images, self.image_size)
+        batch = {"image": images}
         for key, dtype in LABEL_DTYPES.items():
             batch[key] = np.asarray(columns[key], dtype)
         if self.with_metadata:

@@ -10,7 +10,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from agr_jax.data import pipeline, prepare, synthetic, tfds_builders
+from agr_jax.data import decoded_cache, pipeline, prepare, synthetic, tfds_builders
 
 log = logging.getLogger(__name__)
 
@@ -120,3 +120,13 @@ def make_eval_batches(
 
 def load_split(tfds_dir: str | Path, split: str) -> Any:
     return tfds_builders.load_split(tfds_dir, split)
+
+
+def load_training_split(
+    config: ml_collections.ConfigDict, tfds_dir: str | Path, split: str
+) -> Any:
+    """A split the training loop reads every epoch: through its decoded cache where it fits."""
+    return decoded_cache.maybe_cached(
+        load_split(tfds_dir, split), tfds_dir, split, int(config.data.image_size),
+        float(config.data.get("decoded_cache_gb", 0.0)),
+    )

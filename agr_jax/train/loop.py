@@ -104,8 +104,8 @@ def train_and_evaluate(
 
     # Input.
     tfds_dir = input_lib.resolve_tfds_dir(config, workdir)
-    train_source = input_lib.load_split(tfds_dir, "train")
-    val_source = input_lib.load_split(tfds_dir, "validation")
+    train_source = input_lib.load_training_split(config, tfds_dir, "train")
+    val_source = input_lib.load_training_split(config, tfds_dir, "validation")
     steps_per_epoch, total_steps = plan_steps(config, len(train_source))
     local_batch = config.batch_size // jax.process_count()
     dp = parallel.DataParallel.create(config.get("parallel", "none"))

@@ -34,6 +34,7 @@ EXECUTION_KEYS = frozenset(
         "checkpoint_every_steps",
         "prefetch",
         "data.worker_count",
+        "data.decoded_cache_gb",  # same batches either way
         "eval_flip_tta",
         "model.conv_impl",  # same parameters either way
     }
