@@ -155,6 +155,8 @@ def validate(
     require(config.eval_batch_size > 0, "eval_batch_size", "a positive batch size")
     require(config.data.image_size >= 16, "data.image_size", "at least 16 pixels")
     require(config.data.name in DATASET_RACES, "data.name", f"one of {sorted(DATASET_RACES)}")
+    require(config.eval_checkpoint in ("best", "latest"), "eval_checkpoint",
+            '"best" or "latest"')
     require(config.data.decoded_cache_gb >= 0, "data.decoded_cache_gb",
             ">= 0 (0 turns the decoded cache off)")
     require(

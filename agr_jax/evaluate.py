@@ -18,7 +18,9 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Training run directory (kfold: comma-separated, one per fold).")
 _SPLIT = flags.DEFINE_string("split", "test", "Split of the run's dataset to evaluate.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Evaluate every valid image of this folder.")
-_CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint.")
+_CHECKPOINT = flags.DEFINE_enum(
+    "checkpoint", None, ["best", "latest"],
+    "Which checkpoint; default: the run's config.eval_checkpoint (best unless it says latest).")
 _PROTOCOL = flags.DEFINE_enum(
     "protocol", "split", list(PROTOCOLS),
     "split: the prepared seeded timestamp split; coral: only true ages 21-60 (report "

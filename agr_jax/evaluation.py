@@ -154,7 +154,7 @@ def evaluate_workdir(
     workdir: str | Path,
     split: str = "test",
     data_dir: str | Path | None = None,
-    which: str = "best",
+    which: str | None = None,
     protocol: str = "split",
     figures: bool = True,
 ) -> dict[str, Any]:
@@ -165,6 +165,7 @@ def evaluate_workdir(
     where name is the split or folder name, suffixed `_coral` for the CORAL protocol (only
     true ages 21-60 are scored; every report also carries that subset under `coral`).
     `kfold` scores the split like `split` and records which fold the build holds out.
+    `which`: "best" or "latest"; None takes the run's `config.eval_checkpoint`.
     """
     # Imported here so `evaluation` stays importable by the training loop without a cycle.
     from agr_jax import configuration
@@ -181,6 +182,7 @@ def evaluate_workdir(
         raise ValueError(f"protocol: expected one of {PROTOCOLS}, got {protocol!r}")
     workdir = Path(workdir)
     config = configuration.load(workdir)
+    which = which or config.get("eval_checkpoint", "best")
     require_checkpoint(workdir, which)  # say so before building anything
     tfds_dir = Path(config.data.tfds_dir) if config.data.get("tfds_dir") else workdir / "tfds"
     info = tfds_builders.dataset_info(tfds_dir)

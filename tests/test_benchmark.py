@@ -83,7 +83,10 @@ def test_report_has_every_section_with_sane_values(tiny_report):
     assert len(w["decode_limit_img_s"]) == len(w["one_worker_img_s"]) == 3
     assert p["decode_limit_img_s"] == sorted(w["decode_limit_img_s"])[1]
     assert p["img_s_per_worker"] == sorted(w["one_worker_img_s"])[1]
-    assert 0 < r["loop_efficiency"] < 2
+    # Windows of 2 sub-millisecond steps: the ratio itself is noise here, its parts are not.
+    lp = r["loop"]
+    assert lp["loop_img_s"] > 0 and lp["step_img_s"] > 0
+    assert r["loop_efficiency"] == pytest.approx(lp["loop_img_s"] / lp["step_img_s"])
     assert r["loop"]["iterators_started"] == 2  # CPU: a fresh pipeline per window
     # As training by default: through the decoded cache; beside it, decoding every epoch.
     assert r["loop"]["decoded_cache"] and not r["loop_decode_every_epoch"]["decoded_cache"]

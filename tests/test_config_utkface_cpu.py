@@ -21,6 +21,7 @@ def test_recipe_validates_and_builds():
     config = _config()
     configuration.validate(config)
     assert config.eval_flip_tta and config.data.dir.endswith("utkface")
+    assert config.eval_checkpoint == "latest"  # the end of the one-cycle schedule
     spec = tasks.TaskSpec.from_config(config.tasks)
     model = models.build_from_config(config.model, spec.output_sizes())
     size = config.data.image_size

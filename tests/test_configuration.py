@@ -156,6 +156,8 @@ def test_age_mode_without_bins(mode):
         ("log_every_steps", 0, "log_every_steps"),
         ("model.name", "resnet9000", "model.name"),
         ("dtype", "float64", "dtype"),
+        ("eval_checkpoint", "first", "eval_checkpoint"),
+        ("data.decoded_cache_gb", -1.0, "data.decoded_cache_gb"),
     ],
 )
 def test_bad_values_are_named(dotted, value, key):

@@ -143,6 +143,22 @@ def test_evaluate_writes_json_markdown_and_figures(trained):
         evaluate_workdir(trained, "test", protocol="kfold", figures=False)
 
 
+def test_default_checkpoint_comes_from_the_run_config(trained):
+    from agr_jax.evaluation import evaluate_workdir
+
+    config_path = trained / "config.json"
+    saved = config_path.read_text()
+    try:
+        config_path.write_text(json.dumps({**json.loads(saved), "eval_checkpoint": "latest"}))
+        rep = evaluate_workdir(trained, "validation", figures=False)
+        assert rep["checkpoint"] == "latest"
+        assert evaluate_workdir(trained, "validation", which="best",
+                                figures=False)["checkpoint"] == "best"
+    finally:
+        config_path.write_text(saved)
+    assert evaluate_workdir(trained, "validation", figures=False)["checkpoint"] == "best"
+
+
 def test_evaluate_folder_lists_skipped(trained, synthetic_dir):
     from agr_jax.data import synthetic
     from agr_jax.evaluation import evaluate_workdir

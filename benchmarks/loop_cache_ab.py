@@ -1,0 +1,50 @@
+"""loop_efficiency through the decoded cache and decoding every epoch, alternating windows.
+
+    python benchmarks/loop_cache_ab.py [--rounds 6] [--steps 24]    # from the repository root
+
+The CPU suite's `ror` step and loop settings on the real crops (../shared/utkface, else the
+synthetic set); each round runs one loop window (drain, timed loop, timed pure step) per
+source, so both see the same machine load; prints the median and every round's ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+from agr_jax import defaults
+from agr_jax.bench import loop as loop_bench
+from agr_jax.bench import pipeline as pipeline_bench
+from agr_jax.bench import suite
+from agr_jax.bench.step import StepBench
+from agr_jax.data import decoded_cache
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=24, help="timed steps per window")
+    args = parser.parse_args()
+    cpu = suite.get_suite("cpu")
+    spec = {s.key: s for s in cpu.models}["ror"]
+    bench = StepBench(spec)
+    bench.first_call()
+    bench.time_window(2)
+    data = pipeline_bench.prepare_data(
+        pipeline_bench.default_data_dir(Path.cwd()), Path("runs/benchmark"), cpu.synthetic_num)
+    cached = decoded_cache.maybe_cached(data.source, data.tfds_dir, "train", spec.image_size,
+                                        float(defaults.get_config().data.decoded_cache_gb))
+    ratios: dict[str, list[float]] = {"decoded cache": [], "decoding every epoch": []}
+    for _ in range(args.rounds):
+        for name, source in zip(ratios, (cached, data.source), strict=True):
+            run = loop_bench.run(bench, source, args.steps, windows=1, workers=cpu.loop_workers)
+            ratios[name].append(run["loop_efficiency"])
+    print(f"{spec.key}, batch {spec.batch}, {data.description}: loop_efficiency per round")
+    for name, values in ratios.items():
+        print(f"  {name:<21} median {statistics.median(values):.3f}   "
+              + " ".join(f"{v:.3f}" for v in values))
+
+
+if __name__ == "__main__":
+    main()
