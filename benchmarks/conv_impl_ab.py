@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
+import functools
 
 from agr_jax.bench import suite
+from agr_jax.bench.alternate import alternate, print_medians
 from agr_jax.bench.step import StepBench
 
 
@@ -31,14 +32,14 @@ def main() -> None:
         bench.first_call()
         bench.time_window(1)
         benches[impl] = bench
-    times: dict[str, list[float]] = {impl: [] for impl in benches}
-    for _ in range(args.windows):
-        for impl, bench in benches.items():
-            times[impl].append(bench.time_window(args.steps) / args.steps * 1e3)
-    print(f"{args.model}, {spec.image_size} px, batch {spec.batch}: ms/step per window")
-    for impl, ms in times.items():
-        print(f"  conv_impl={impl:<7} median {statistics.median(ms):7.1f}   "
-              + " ".join(f"{t:.0f}" for t in ms))
+    arms = {f"conv_impl={impl}": functools.partial(_ms_per_step, bench, args.steps)
+            for impl, bench in benches.items()}
+    print_medians(f"{args.model}, {spec.image_size} px, batch {spec.batch}: ms/step per window",
+                  alternate(arms, args.windows), ".1f")
+
+
+def _ms_per_step(bench: StepBench, steps: int) -> float:
+    return bench.time_window(steps) / steps * 1e3
 
 
 if __name__ == "__main__":

@@ -10,13 +10,13 @@ source, so both see the same machine load; prints the median and every round's r
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 
 from agr_jax import defaults
 from agr_jax.bench import loop as loop_bench
 from agr_jax.bench import pipeline as pipeline_bench
 from agr_jax.bench import suite
+from agr_jax.bench.alternate import alternate, print_medians
 from agr_jax.bench.step import StepBench
 from agr_jax.data import decoded_cache
 
@@ -35,15 +35,14 @@ def main() -> None:
         pipeline_bench.default_data_dir(Path.cwd()), Path("runs/benchmark"), cpu.synthetic_num)
     cached = decoded_cache.maybe_cached(data.source, data.tfds_dir, "train", spec.image_size,
                                         float(defaults.get_config().data.decoded_cache_gb))
-    ratios: dict[str, list[float]] = {"decoded cache": [], "decoding every epoch": []}
-    for _ in range(args.rounds):
-        for name, source in zip(ratios, (cached, data.source), strict=True):
-            run = loop_bench.run(bench, source, args.steps, windows=1, workers=cpu.loop_workers)
-            ratios[name].append(run["loop_efficiency"])
-    print(f"{spec.key}, batch {spec.batch}, {data.description}: loop_efficiency per round")
-    for name, values in ratios.items():
-        print(f"  {name:<21} median {statistics.median(values):.3f}   "
-              + " ".join(f"{v:.3f}" for v in values))
+    def efficiency(source) -> float:
+        run = loop_bench.run(bench, source, args.steps, windows=1, workers=cpu.loop_workers)
+        return run["loop_efficiency"]
+
+    arms = {"decoded cache": lambda: efficiency(cached),
+            "decoding every epoch": lambda: efficiency(data.source)}
+    print_medians(f"{spec.key}, batch {spec.batch}, {data.description}: loop_efficiency "
+                  "per round", alternate(arms, args.rounds), ".3f")
 
 
 if __name__ == "__main__":

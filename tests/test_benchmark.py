@@ -141,3 +141,16 @@ def test_loop_windows_can_share_one_iterator(tmp_path):
                        restart_iterator=False)
     assert r["iterators_started"] == 1 and len(r["window_ratios"]) == 3
     assert r["loop_efficiency"] > 0
+
+
+def test_alternate_interleaves_arms_and_prints_medians(capsys):
+    from agr_jax.bench.alternate import alternate, print_medians
+
+    calls = []
+    arms = {"a": lambda: calls.append("a") or len(calls), "b": lambda: calls.append("b") or 0.5}
+    values = alternate(arms, rounds=3)
+    assert calls == ["a", "b"] * 3  # one of each per round: both see the same load
+    assert values == {"a": [1, 3, 5], "b": [0.5, 0.5, 0.5]}
+    print_medians("title", values, ".1f")
+    assert capsys.readouterr().out.splitlines() == [
+        "title", "  a  median 3.0   1.0 3.0 5.0", "  b  median 0.5   0.5 0.5 0.5"]

@@ -128,5 +128,5 @@ def load_training_split(
     """A split the training loop reads every epoch: through its decoded cache where it fits."""
     return decoded_cache.maybe_cached(
         load_split(tfds_dir, split), tfds_dir, split, int(config.data.image_size),
-        float(config.data.get("decoded_cache_gb", 0.0)),
+        float(config.data.decoded_cache_gb),
     )
