@@ -51,7 +51,7 @@ def tiny_report(tmp_path_factory):
     tiny = suite.Suite(
         models=[ModelSpec("ror", 16, 8, "float32", TINY_ROR),
                 ModelSpec("not_a_model", 16, 8, "float32", {})],
-        steps=2, windows=2, vs_pytorch=("ror",),  # without torch: the skip path
+        steps=2, windows=2, vs_pytorch=("ror",), vs_pytorch_windows=2,  # no torch: skip path
         pipeline_image_size=16, pipeline_batch=8, pipeline_workers=1, pipeline_sample=48,
         pipeline_batches=3, inference_batch=8, peak_matmul_size=256, synthetic_num=80,
         loop_steps=2,
@@ -98,6 +98,7 @@ def test_report_has_every_section_with_sane_values(tiny_report):
     if HAS_TORCH:
         v = r["vs_pytorch"]["ror"]
         assert v["ratio"] == pytest.approx(v["img_s"] / v["torch_img_s"])
+        assert len(v["window_ratios"]) == 2
     else:
         assert "torch" in r["skipped"]["vs_pytorch.ror"].lower()
 

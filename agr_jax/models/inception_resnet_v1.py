@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from agr_jax.models.layers import Backbone, dense_factory, scaled
+from agr_jax.models.pooling import max_pool
 
 Dtype = Any
 
@@ -66,7 +67,7 @@ class InceptionResNetV1(Backbone):
             b1 = cbn(cbn(b1, 192, (1, 3), name=f"{n}_b1b"), 192, (3, 1), name=f"{n}_b1c")
             return [b0, b1]
 
-        pool = lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+        pool = lambda x: max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
         x = x.astype(self.dtype)
         x = cbn(x, 32, (3, 3), strides=2, padding="VALID", name="conv1a")
         x = cbn(x, 32, (3, 3), padding="VALID", name="conv2a")

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from agr_jax.models.layers import Backbone, scaled
+from agr_jax.models.pooling import max_pool
 
 Dtype = Any
 
@@ -42,7 +43,7 @@ def _avg_pool_same(x: jnp.ndarray) -> jnp.ndarray:
 
 
 def _max_pool_valid(x: jnp.ndarray) -> jnp.ndarray:
-    return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+    return max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
 
 
 class InceptionV3(Backbone):

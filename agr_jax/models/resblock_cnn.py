@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from agr_jax.models.layers import Backbone, scaled
+from agr_jax.models.pooling import max_pool
 
 Dtype = Any
 
@@ -31,7 +32,7 @@ class ResBlockCNN(Backbone):
         for i, filters in enumerate(self.conv_filters):
             x = conv(scaled(filters, self.width), (3, 3), name=f"conv{i + 1}")(x)
             x = nn.relu(norm(name=f"conv{i + 1}_bn")(x))
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = max_pool(x, (2, 2), strides=(2, 2))
         channels = x.shape[-1]
         for i in range(self.res_blocks):
             y = nn.relu(

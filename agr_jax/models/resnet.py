@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from agr_jax.models.layers import Backbone, scaled
+from agr_jax.models.pooling import max_pool
 
 Dtype = Any
 
@@ -89,7 +90,7 @@ class ResNet(Backbone):
         )
         x = nn.relu(norm(name="stem_bn")(x))
         if self.stem_pool:
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=[(1, 1)] * 2)
+            x = max_pool(x, (3, 3), strides=(2, 2), padding=[(1, 1)] * 2)
         for i, num_blocks in enumerate(self.stage_sizes):
             for j in range(num_blocks):
                 x = block_cls(

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from agr_jax.models.layers import Backbone
+from agr_jax.models.pooling import max_pool
 
 Dtype = Any
 
@@ -57,7 +58,7 @@ class RoR(Backbone):
         x = x.astype(self.dtype)
         x = conv(self.width, (7, 7), strides=2, padding=[(3, 3), (3, 3)], name="stem_conv")(x)
         x = nn.relu(norm(name="stem_bn")(x))
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+        x = max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
         network_input = x
         total_stride = 1
         for i, num_blocks in enumerate(self.stage_sizes):

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from agr_jax.models.layers import Backbone, dense_factory, scaled
+from agr_jax.models.pooling import max_pool
 
 Dtype = Any
 
@@ -52,7 +53,7 @@ class ShallowLRN(Backbone):
         x = x.astype(self.dtype)
         for i, (filters, kernel) in enumerate(((32, 7), (64, 5), (64, 3))):
             x = nn.relu(conv(scaled(filters, self.width), (kernel, kernel), name=f"conv{i + 1}")(x))
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+            x = max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
             x = local_response_norm(x)
         x = x.reshape(x.shape[0], -1)
         for i, units in enumerate(self.fc_sizes):

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from agr_jax.models.layers import Backbone, scaled
+from agr_jax.models.pooling import max_pool
 
 Dtype = Any
 
@@ -27,7 +28,7 @@ class VGG(Backbone):
             filters = scaled(64 * 2 ** min(b, 3), self.width)
             for i in range(n):
                 x = nn.relu(conv(filters, (3, 3), name=f"block{b + 1}_conv{i + 1}")(x))
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = max_pool(x, (2, 2), strides=(2, 2))
         return x
 
 

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from agr_jax.models.layers import Backbone, SeparableConv, scaled
+from agr_jax.models.pooling import max_pool
 
 Dtype = Any
 
@@ -28,7 +29,7 @@ class Xception(Backbone):
         norm = self.norm_layer(train, epsilon=1e-3)
         sep = functools.partial(SeparableConv, conv=conv)
         ch = functools.partial(scaled, width=self.width)
-        pool = functools.partial(nn.max_pool, window_shape=(3, 3), strides=(2, 2), padding="SAME")
+        pool = functools.partial(max_pool, window_shape=(3, 3), strides=(2, 2), padding="SAME")
 
         x = x.astype(self.dtype)
         x = conv(ch(32), (3, 3), strides=2, padding="VALID", name="block1_conv1")(x)
