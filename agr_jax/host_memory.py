@@ -5,11 +5,15 @@ Under glibc's defaults the large ones are mmap-ed and unmapped again (or trimmed
 heap), so each training step touches new pages: a ResNet-18 step at 64 px, batch 128 took
 ~69,000 minor page faults, ~0.17 s of kernel time per ~0.5 s step on this project's 2-core
 host. With one malloc arena, no mmap-ed chunks and no trimming, freed buffers are reused
-and the faults stop (0 per step; the step ~15 % faster, README "Throughput"); the cost is
-that the process keeps its peak heap, as caching allocators (tcmalloc, PyTorch's) do.
+and the faults stop (0 per step; the step 5-15 % faster, README "Throughput"); the cost is
+that the process keeps its peak heap, as caching allocators (tcmalloc) do.
 
-Applied when `agr_jax` is imported, before JAX starts its threads (a thread's arena is
-chosen at its first allocation). `AGR_JAX_HOST_MALLOC=default` leaves glibc as it is.
+Opt-in (`AGR_JAX_HOST_MALLOC=retain` in the environment), applied when `agr_jax` is imported,
+before JAX starts its threads (a thread's arena is chosen at its first allocation). Not the
+default because one arena serialises every thread's allocations: measured in the benchmark
+suite's process, PyTorch's eager steps (many small allocations from its OpenMP threads) ran
+up to 2x slower with it, and the in-process input pipeline may lose too (not yet measured
+apart from the noise).
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ def retain_freed_memory() -> str:
     global state
     if state == "applied":
         return state
-    if os.environ.get(ENV, "retain") == "default":
-        state = f"off ({ENV}=default)"
+    if os.environ.get(ENV, "default") != "retain":
+        state = f"off ({ENV} is not 'retain')"
     elif not sys.platform.startswith("linux"):
         state = f"off (not glibc: {sys.platform})"
     else:

@@ -105,8 +105,9 @@ def _is_plain_nhwc(lhs, rhs, dimension_numbers, lhs_dilation, rhs_dilation,
     )
 
 
-def _explicit_pads(lhs_shape, kernel: tuple[int, int], strides: tuple[int, int],
+def explicit_pads(lhs_shape, kernel: tuple[int, int], strides: tuple[int, int],
                    padding: str | Sequence[tuple[int, int]]) -> Pads:
+    """XLA's padding spec ("SAME", "VALID" or pairs) as explicit (low, high) pairs per side."""
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(lhs_shape[1:3], kernel, strides, padding)
     return tuple((int(lo), int(hi)) for lo, hi in padding)
@@ -138,7 +139,7 @@ def cpu_conv_general_dilated(
                       feature_group_count, batch_group_count):
         strides = (int(window_strides[0]), int(window_strides[1]))
         kh, kw, cin, _ = rhs.shape
-        pads = _explicit_pads(lhs.shape, (kh, kw), strides, padding)
+        pads = explicit_pads(lhs.shape, (kh, kw), strides, padding)
         _, ho, wo, _ = onednn_conv.output_shape(lhs.shape, rhs.shape, strides, pads)
         out_dtype = preferred_element_type or jnp.result_type(lhs, rhs)
         if (onednn and ho * wo > MAX_MATMUL_POSITIONS_ONEDNN and min(min(pads)) >= 0

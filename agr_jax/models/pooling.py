@@ -21,13 +21,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-Pads = tuple[tuple[int, int], tuple[int, int]]
-
-
-def _explicit_pads(shape, window, strides, padding) -> Pads:
-    if isinstance(padding, str):
-        padding = lax.padtype_to_pads(shape[1:3], window, strides, padding)
-    return tuple((int(lo), int(hi)) for lo, hi in padding)
+from agr_jax.models.conv import Pads, explicit_pads
 
 
 def _taps(xp: jnp.ndarray, window, strides, out_hw):
@@ -101,4 +95,4 @@ def max_pool(x: jnp.ndarray, window_shape: Sequence[int], strides: Sequence[int]
     strides = window if strides is None else (int(strides[0]), int(strides[1]))
     if x.ndim != 4 or window[0] * window[1] > 127 or jax.default_backend() != "cpu":
         return nn.max_pool(x, window, strides, padding)
-    return _max_pool(x, window, strides, _explicit_pads(x.shape, window, strides, padding))
+    return _max_pool(x, window, strides, explicit_pads(x.shape, window, strides, padding))
