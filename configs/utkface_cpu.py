@@ -17,8 +17,9 @@ ran on XLA's convolutions with the matmul routing (~1.15-1.2 s per step of 128 o
 (`model.conv_impl="auto"`, models/onednn_conv.py) it takes ~0.8 s on one device, so the
 recipe now trains 30 epochs (3,450 steps) in ~52 min. One run of this (README run 8),
 evaluated at its last checkpoint (`eval_checkpoint`, below): test gender 0.923, race 0.849,
-age MAE 5.40 (at its lowest-validation-loss checkpoint 0.9195 / 0.846 / 5.53); the 19-epoch
-runs read 0.912-0.921.
+age MAE 5.40 (at its lowest-validation-loss checkpoint 0.9195 / 0.846 / 5.53); the second
+seed (README run 10, `--config.seed=1`, 47.7 min) 0.919 / 0.843 / 5.43, gender two faces
+short; the 19-epoch runs read 0.912-0.921.
 
 Age: regression head (sigmoid x 116), MSE on age/116 weighted x30. Unweighted, the age loss
 is ~100x smaller than the two cross-entropies, so the shared trunk learns gender and race
