@@ -89,10 +89,15 @@ def max_pool(x: jnp.ndarray, window_shape: Sequence[int], strides: Sequence[int]
     """`flax.linen.max_pool` for NHWC maps; on CPU with the gradient described above.
 
     Accelerators keep XLA's own pooling (their select-and-scatter is not expanded this way),
-    and so do windows of more than 127 taps (the tap index is int8).
+    and so do windows of more than 127 taps (the tap index is int8), negative padding and
+    non-float inputs.
     """
     window = (int(window_shape[0]), int(window_shape[1]))
     strides = window if strides is None else (int(strides[0]), int(strides[1]))
-    if x.ndim != 4 or window[0] * window[1] > 127 or jax.default_backend() != "cpu":
+    if (x.ndim != 4 or window[0] * window[1] > 127 or jax.default_backend() != "cpu"
+            or not jnp.issubdtype(x.dtype, jnp.floating)):
         return nn.max_pool(x, window, strides, padding)
-    return _max_pool(x, window, strides, explicit_pads(x.shape, window, strides, padding))
+    pads = explicit_pads(x.shape, window, strides, padding)
+    if min(min(pads)) < 0:
+        return nn.max_pool(x, window, strides, padding)
+    return _max_pool(x, window, strides, pads)
