@@ -41,18 +41,23 @@ Pads = tuple[tuple[int, int], tuple[int, int]]
 
 def _patches(x: jnp.ndarray, kh: int, kw: int, strides: tuple[int, int], pads: Pads):
     """[N, Ho, Wo, kh*kw*C] im2col patches, (i, j, c) order to match an HWIO kernel."""
-    n, _, _, c = x.shape
-    sh, sw = strides
     xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-    ho = (xp.shape[1] - kh) // sh + 1
-    wo = (xp.shape[2] - kw) // sw + 1
-    taps = [
+    taps = tap_views(xp, kh, kw, strides)
+    return jnp.concatenate(taps, axis=-1) if len(taps) > 1 else taps[0]
+
+
+def tap_views(xp: jnp.ndarray, kh: int, kw: int, strides: tuple[int, int]) -> list:
+    """One strided [N, Ho, Wo, C] view of the padded map `xp` per kernel tap, row-major:
+    tap (i, j) of output (a, b) reads xp[:, i + a*sh, j + b*sw]."""
+    n, hp, wp, c = xp.shape
+    sh, sw = strides
+    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    return [
         lax.slice(xp, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c),
                   (1, sh, sw, 1))
         for i in range(kh)
         for j in range(kw)
     ]
-    return jnp.concatenate(taps, axis=-1) if len(taps) > 1 else taps[0]
 
 
 def _matmul_conv(x, w, strides: tuple[int, int], pads: Pads, out_dtype):

@@ -21,35 +21,18 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from agr_jax.models.conv import Pads, explicit_pads
-
-
-def _taps(xp: jnp.ndarray, window, strides, out_hw):
-    """Each window tap's strided view of the padded input: [(tap index, view)] row-major."""
-    n, _, _, c = xp.shape
-    (kh, kw), (sh, sw), (ho, wo) = window, strides, out_hw
-    for i in range(kh):
-        for j in range(kw):
-            view = lax.slice(xp, (0, i, j, 0),
-                             (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c), (1, sh, sw, 1))
-            yield i * kw + j, view
+from agr_jax.models.conv import Pads, explicit_pads, tap_views
 
 
 def _forward(x, window, strides, pads: Pads):
-    n, h, w, c = x.shape
-    (kh, kw), (sh, sw) = window, strides
-    ho = (h + sum(pads[0]) - kh) // sh + 1
-    wo = (w + sum(pads[1]) - kw) // sw + 1
     low = jnp.asarray(-jnp.inf, x.dtype)
     xp = lax.pad(x, low, ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
-    best = argmax = None
-    for tap, view in _taps(xp, window, strides, (ho, wo)):
-        if best is None:
-            best, argmax = view, jnp.zeros(view.shape, jnp.int8)
-        else:
-            better = view > best  # strict: the first maximum keeps the gradient
-            best = jnp.where(better, view, best)
-            argmax = jnp.where(better, jnp.int8(tap), argmax)
+    views = tap_views(xp, *window, strides)
+    best, argmax = views[0], jnp.zeros(views[0].shape, jnp.int8)
+    for tap, view in enumerate(views[1:], start=1):
+        better = view > best  # strict: the first maximum keeps the gradient
+        best = jnp.where(better, view, best)
+        argmax = jnp.where(better, jnp.int8(tap), argmax)
     return best, argmax
 
 
@@ -98,6 +81,6 @@ def max_pool(x: jnp.ndarray, window_shape: Sequence[int], strides: Sequence[int]
             or not jnp.issubdtype(x.dtype, jnp.floating)):
         return nn.max_pool(x, window, strides, padding)
     pads = explicit_pads(x.shape, window, strides, padding)
-    if min(min(pads)) < 0:
+    if min(min(pads)) < 0:  # the backward's pads assume every tap lies in the padded map
         return nn.max_pool(x, window, strides, padding)
     return _max_pool(x, window, strides, pads)
