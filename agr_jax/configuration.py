@@ -157,6 +157,10 @@ def validate(
     require(config.data.name in DATASET_RACES, "data.name", f"one of {sorted(DATASET_RACES)}")
     require(config.eval_checkpoint in ("best", "latest"), "eval_checkpoint",
             '"best" or "latest"')
+    shift = int(config.get("eval_shift_tta", 0))
+    require(0 <= shift < config.data.image_size // 2, "eval_shift_tta",
+            f"0 (off) or a shift in pixels below data.image_size / 2 = "
+            f"{config.data.image_size // 2}")
     require(config.data.decoded_cache_gb >= 0, "data.decoded_cache_gb",
             ">= 0 (0 turns the decoded cache off)")
     require(

@@ -64,6 +64,7 @@ def get_config() -> config_dict.ConfigDict:
     c.parallel = "shard_map"  # "pmap", or "none" (one device): see train/parallel.py
     c.cpu_devices = 0  # > 0: split a CPU host into this many XLA devices (one per core)
     c.eval_flip_tta = False  # evaluate: average outputs on each face and its mirror
+    c.eval_shift_tta = 0  # evaluate: > 0 also averages crops shifted by +-N px (3x3 grid)
     # evaluate's default checkpoint: "best" (lowest validation loss) or "latest" (the last
     # saved: the end of a finished run, e.g. the end of a one-cycle schedule).
     c.eval_checkpoint = "best"

@@ -1,5 +1,5 @@
 """Evaluate a run: `python -m agr_jax.evaluate --workdir W [--split test] [--data_dir DIR]
-[--protocol split|coral|kfold]`.
+[--protocol split|coral|kfold] [--flip_tta] [--shift_tta N]`.
 
 Writes W/eval/<name>.json, the Markdown report W/eval/<name>.md and figures in W/eval/<name>/.
 k-fold: `--protocol kfold --workdir W0,W1,...` (one run per fold) evaluates each fold's held-out
@@ -27,6 +27,12 @@ _PROTOCOL = flags.DEFINE_enum(
     "suffixed _coral); kfold: the held-out fold of builds prepared with --folds/--fold.",
 )
 _FIGURES = flags.DEFINE_bool("figures", True, "Write the PNG figures.")
+_FLIP_TTA = flags.DEFINE_bool(
+    "flip_tta", None, "Average each face with its mirror; default: the run's config.eval_flip_tta.")
+_SHIFT_TTA = flags.DEFINE_integer(
+    "shift_tta", None,
+    "Also average the 3x3 grid of crops shifted by +-N px (0: off); default: the run's "
+    "config.eval_shift_tta.")
 flags.mark_flag_as_required("workdir")
 
 COLS = ("n", "age_mae", "baseline_age_mae", "age_cs5", "age_bin_acc", "gender_acc", "race_acc")
@@ -43,6 +49,7 @@ def main(argv):
         report = evaluate_workdir(
             workdir, _SPLIT.value, _DATA_DIR.value, _CHECKPOINT.value,
             protocol=_PROTOCOL.value, figures=_FIGURES.value,
+            flip_tta=_FLIP_TTA.value, shift_tta=_SHIFT_TTA.value,
         )
         reports.append(report)
         for skipped in report["skipped"]:

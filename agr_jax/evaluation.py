@@ -77,20 +77,55 @@ def train_ages(source: Any) -> np.ndarray:
     return np.asarray([int(source[i]["age"]) for i in range(len(source))], np.float64)
 
 
-def flip_tta(eval_step: Callable[[Any, dict], dict]) -> Callable[[Any, dict], dict]:
-    """Test-time flip averaging: mean of the outputs on the batch and its mirror image
-    (age in years and class probabilities averaged, classes re-decoded from the mean)."""
+def tta_views(flip: bool, shift: int = 0) -> tuple[tuple[int, int, bool], ...]:
+    """(dy, dx, mirrored) per test-time view: the face (and its mirror with `flip`), and with
+    `shift` > 0 the 3x3 grid of crops offset by 0 or +-`shift` px in each axis: the kinds of
+    view the training augmentation (flip, pad-crop) showed the model."""
+    offsets = (0, -shift, shift) if shift > 0 else (0,)
+    mirrors = (False, True) if flip else (False,)
+    return tuple((dy, dx, m) for dy in offsets for dx in offsets for m in mirrors)
+
+
+def shifted_view(images: Any, dy: int, dx: int, mirrored: bool) -> Any:
+    """One view of an [N, H, W, C] batch: mirrored, then moved by (dy, dx) px over a
+    reflect-padded border (the padding the training pad-crop uses)."""
+    import jax.numpy as jnp
+
+    if mirrored:
+        images = images[:, :, ::-1]
+    if dy or dx:
+        p = max(abs(dy), abs(dx))
+        h, w = images.shape[1:3]
+        padded = jnp.pad(images, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect")
+        images = padded[:, p + dy: p + dy + h, p + dx: p + dx + w]
+    return images
+
+
+def tta(eval_step: Callable[[Any, dict], dict],
+        views: tuple[tuple[int, int, bool], ...]) -> Callable[[Any, dict], dict]:
+    """Test-time augmentation: the mean of the outputs over `views` (age in years and class
+    probabilities averaged, classes re-decoded from the mean)."""
     import jax.numpy as jnp
 
     def step(state: Any, batch: dict) -> dict:
-        a = eval_step(state, batch)
-        b = eval_step(state, {**batch, "image": batch["image"][:, :, ::-1]})
-        out = {k: (a[k] + b[k]) / 2 for k in a if not k.endswith("_pred") or k == "age_pred"}
+        outs = [eval_step(state, {**batch, "image": shifted_view(batch["image"], *v)})
+                for v in views]
+        out = {k: sum(o[k] for o in outs) / len(outs)
+               for k in outs[0] if not k.endswith("_pred") or k == "age_pred"}
         out["gender_pred"] = jnp.argmax(out["gender_prob"], -1)
         out["race_pred"] = jnp.argmax(out["race_prob"], -1)
         return out
 
     return step
+
+
+def tta_text(flip: bool, shift: int) -> str:
+    """How the report names the views averaged (empty without TTA)."""
+    if not flip and shift <= 0:
+        return ""
+    what = "the face and its mirror" if flip else "the face"
+    grid = f", each at the 3x3 grid of shifts by 0 or +-{shift} px" if shift > 0 else ""
+    return f"{len(tta_views(flip, shift))} views: {what}{grid}"
 
 
 PROTOCOLS = ("split", "coral", "kfold")
@@ -157,6 +192,8 @@ def evaluate_workdir(
     which: str | None = None,
     protocol: str = "split",
     figures: bool = True,
+    flip_tta: bool | None = None,
+    shift_tta: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate a training run's checkpoint on a split (or a UTKFace-format folder).
 
@@ -165,7 +202,8 @@ def evaluate_workdir(
     where name is the split or folder name, suffixed `_coral` for the CORAL protocol (only
     true ages 21-60 are scored; every report also carries that subset under `coral`).
     `kfold` scores the split like `split` and records which fold the build holds out.
-    `which`: "best" or "latest"; None takes the run's `config.eval_checkpoint`.
+    `which`: "best" or "latest"; None takes the run's `config.eval_checkpoint`; likewise
+    `flip_tta` and `shift_tta` (None: `config.eval_flip_tta`, `config.eval_shift_tta`).
     """
     # Imported here so `evaluation` stays importable by the training loop without a cycle.
     from agr_jax import configuration
@@ -210,8 +248,12 @@ def evaluate_workdir(
         source = input_lib.load_split(tfds_dir, split)
         name = split
     eval_step = make_eval_step(model, spec)
-    if config.get("eval_flip_tta", False):
-        eval_step = flip_tta(eval_step)
+    flip = bool(config.get("eval_flip_tta", False) if flip_tta is None else flip_tta)
+    shift = int(config.get("eval_shift_tta", 0) if shift_tta is None else shift_tta)
+    if shift < 0 or shift >= size // 2:
+        raise ValueError(f"eval_shift_tta: expected 0 <= px < {size // 2}, got {shift}")
+    if flip or shift:
+        eval_step = tta(eval_step, tta_views(flip, shift))
     result = predict(
         jax.jit(eval_step),
         state,
@@ -243,7 +285,9 @@ def evaluate_workdir(
         source=str(data_dir) if data_dir is not None else f"{tfds_dir}:{split}",
         dataset=info.get("name"),
         protocol=_protocol_text(protocol, settings, data_dir is not None),
-        flip_tta=bool(config.get("eval_flip_tta", False)),
+        flip_tta=flip,
+        shift_tta=shift,
+        tta=tta_text(flip, shift),
         checkpoint=which,
         checkpoint_step=int(meta.get("step", -1)),
         skipped=skipped,

@@ -12,8 +12,9 @@ Opt-in (`AGR_JAX_HOST_MALLOC=retain` in the environment), applied when `agr_jax`
 before JAX starts its threads (a thread's arena is chosen at its first allocation). Not the
 default because one arena serialises every thread's allocations: measured in the benchmark
 suite's process, PyTorch's eager steps (many small allocations from its OpenMP threads) ran
-up to 2x slower with it, and the in-process input pipeline may lose too (not yet measured
-apart from the noise).
+up to 2x slower with it (the benchmark's PyTorch twin now runs in a process of its own), and
+the in-process input pipeline threads share that one arena (one suite run each way on
+2026-12-02: no loss outside the noise, not enough to make it the default; README "Throughput").
 """
 
 from __future__ import annotations

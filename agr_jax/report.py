@@ -59,8 +59,8 @@ def markdown(report: Mapping[str, Any], figures: Mapping[str, str], title: str) 
               f"- protocol: {report.get('protocol', 'split')}",
               f"- checkpoint: {report.get('checkpoint', '?')} "
               f"(step {report.get('checkpoint_step', '?')})"]
-    if report.get("flip_tta"):
-        lines.append("- test-time augmentation: horizontal-flip averaging")
+    if report.get("tta"):
+        lines.append(f"- test-time augmentation: mean over {report['tta']}")
     if "baseline_age_mae" in report:
         lines.append(f"- predict-the-training-mean age MAE: {_fmt(report['baseline_age_mae'])}")
     if report.get("age_note"):

@@ -4,12 +4,22 @@ Same input size, batch, losses and optimiser (Adam + global-norm clipping, as th
 benchmark step) on the same cores. PyTorch runs channels-last, its faster CPU layout here;
 against our bfloat16 steps it runs the forward pass under bfloat16 autocast (its own mixed
 precision: weights and optimiser in float32, as ours).
+
+`TorchStepProcess` runs the twin in a child process of its own (`python -m
+benchmarks.vs_pytorch SPEC`, windows requested over a pipe), so each framework runs with its
+own process settings: agr_jax's host-malloc setting (agr_jax/host_memory.py) measured 2x
+slower PyTorch eager steps when the two shared a process, and neither side's threads or
+heap linger in the other's windows.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -68,3 +78,56 @@ class TorchStep:
 
 def torch_version() -> str:
     return torch.__version__
+
+
+class TorchStepProcess:
+    """`TorchStep` in a child process: the same `time_window`, timed inside the child."""
+
+    def __init__(self, name: str, image_size: int, batch: int, model_kwargs: dict[str, Any],
+                 autocast_bf16: bool = False):
+        spec = {"name": name, "image_size": image_size, "batch": batch,
+                "model_kwargs": model_kwargs, "autocast_bf16": autocast_bf16}
+        root = str(Path(__file__).resolve().parents[1])
+        env = {k: v for k, v in os.environ.items() if k != "AGR_JAX_HOST_MALLOC"}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.vs_pytorch", json.dumps(spec)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=root, env=env)
+        self.version = self._reply("ready")
+
+    def _reply(self, expected: str) -> str:
+        line = self.proc.stdout.readline().split()
+        if len(line) != 2 or line[0] != expected:
+            code = self.proc.poll()
+            raise RuntimeError(f"PyTorch twin process: expected '{expected} ...', got {line} "
+                               f"(exit code {code}; its stderr is above)")
+        return line[1]
+
+    def time_window(self, steps: int) -> float:
+        self.proc.stdin.write(f"{int(steps)}\n")
+        self.proc.stdin.flush()
+        return float(self._reply("seconds"))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+
+    def __enter__(self) -> TorchStepProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def serve(spec: dict[str, Any]) -> None:
+    """The child's loop: one window per line of stdin (a step count), seconds back."""
+    step = TorchStep(spec["name"], spec["image_size"], spec["batch"], spec["model_kwargs"],
+                     autocast_bf16=spec["autocast_bf16"])
+    print("ready", torch_version(), flush=True)
+    for line in sys.stdin:
+        print("seconds", repr(step.time_window(int(line))), flush=True)
+
+
+if __name__ == "__main__":
+    serve(json.loads(sys.argv[1]))

@@ -129,6 +129,18 @@ def test_torch_step_leaves_subnormal_floats_working():
     assert tiny * 2.0 > 0
 
 
+@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+def test_torch_twin_process_times_windows_and_reports_a_dead_child():
+    from benchmarks.vs_pytorch import TorchStepProcess
+
+    with TorchStepProcess("ror", 16, 2, {"width": 4, "stage_sizes": (1, 1)}) as ref:
+        assert ref.version[0].isdigit()
+        assert ref.time_window(2) > 0 and ref.proc.poll() is None
+    assert ref.proc.returncode == 0
+    with pytest.raises(RuntimeError, match="PyTorch twin process: expected 'ready"):
+        TorchStepProcess("no_such_model", 16, 2, {})
+
+
 def test_loop_windows_can_share_one_iterator(tmp_path):
     """The GPU/TPU path: one pipeline serves every window (no worker respawn per window)."""
     from agr_jax.bench import loop as loop_bench

@@ -22,6 +22,7 @@ def test_recipe_validates_and_builds():
     configuration.validate(config)
     assert config.eval_flip_tta and config.data.dir.endswith("utkface")
     assert config.eval_checkpoint == "latest"  # the end of the one-cycle schedule
+    assert config.eval_shift_tta == 3  # the +-3 px grid chosen on the validation split
     spec = tasks.TaskSpec.from_config(config.tasks)
     model = models.build_from_config(config.model, spec.output_sizes())
     size = config.data.image_size

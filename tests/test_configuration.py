@@ -158,6 +158,8 @@ def test_age_mode_without_bins(mode):
         ("dtype", "float64", "dtype"),
         ("eval_checkpoint", "first", "eval_checkpoint"),
         ("data.decoded_cache_gb", -1.0, "data.decoded_cache_gb"),
+        ("eval_shift_tta", 10_000, "eval_shift_tta"),
+        ("eval_shift_tta", -1, "eval_shift_tta"),
     ],
 )
 def test_bad_values_are_named(dotted, value, key):

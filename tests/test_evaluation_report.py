@@ -80,7 +80,7 @@ def test_missing_race_labels_are_not_scored():
 def test_flip_tta_averages_mirror_outputs():
     import jax.numpy as jnp
 
-    from agr_jax.evaluation import flip_tta
+    from agr_jax.evaluation import tta, tta_views
 
     def step(state, batch):  # "age" = mean of the left half: differs under a flip
         x = batch["image"]
@@ -90,9 +90,41 @@ def test_flip_tta_averages_mirror_outputs():
                 "race_prob": p, "race_pred": jnp.argmax(p, -1), "loss": left}
 
     img = jnp.zeros((1, 2, 4, 1)).at[:, :, :2].set(1.0)  # left half white
-    out = flip_tta(step)(None, {"image": img})
+    out = tta(step, tta_views(flip=True))(None, {"image": img})
     assert float(out["age_pred"][0]) == pytest.approx(0.5)
     assert float(out["gender_prob"][0, 0]) == pytest.approx(0.5)
+    assert out["gender_pred"].shape == (1,)
+
+
+def test_shift_tta_views_match_the_training_pad_crop():
+    """Each shifted view is the pipeline's reflect-pad + crop at that offset, and the grid
+    holds every offset pair once (with and without the mirror)."""
+    import jax.numpy as jnp
+
+    from agr_jax.data.pipeline import augment_batch, augment_draws
+    from agr_jax.evaluation import shifted_view, tta_views
+
+    views = tta_views(flip=True, shift=2)
+    assert len(views) == len(set(views)) == 18 and (0, 0, False) in views
+    assert {(dy, dx) for dy, dx, _ in views} == {(a, b) for a in (-2, 0, 2) for b in (-2, 0, 2)}
+    assert tta_views(flip=False, shift=0) == ((0, 0, False),)
+    img = np.random.default_rng(0).integers(0, 255, (1, 10, 10, 3), dtype=np.uint8)
+    for dy, dx, mirrored in views:
+        got = np.asarray(shifted_view(jnp.asarray(img), dy, dx, mirrored))[0]
+        src = img[0][:, ::-1] if mirrored else img[0]  # mirror first, then the crop
+        want = np.pad(src, ((2, 2), (2, 2), (0, 0)), mode="reflect")[2 + dy: 12 + dy,
+                                                                      2 + dx: 12 + dx]
+        np.testing.assert_array_equal(got, want, err_msg=str((dy, dx, mirrored)))
+    # The training augmentation draws these same crops (pad 2: offsets 0..4, centre 2).
+    aug = {"flip": False, "rotate_deg": 0.0, "pad_crop": 2, "noise_std": 0.0}
+    crops = {(dy, dx): np.asarray(shifted_view(jnp.asarray(img), dy, dx, False))[0]
+             for dy, dx, m in views if not m}
+    seen = set()
+    for position in range(200):
+        batch = img.copy()
+        augment_batch(batch, augment_draws(0, np.array([position])), aug)
+        seen |= {k for k, crop in crops.items() if np.array_equal(batch[0], crop)}
+    assert seen == set(crops)
 
 
 # --- End to end: a tiny run, then python -m agr_jax.evaluate's library function -----------
@@ -124,6 +156,7 @@ def test_evaluate_writes_json_markdown_and_figures(trained):
     for key in ("age_mae", "gender_acc", "race_acc", "n", "age_cs5", "age_bin_acc"):
         assert key in saved
     assert saved["n"] == rep["n"] > 0 and saved["flip_tta"] is True
+    assert saved["tta"] == "2 views: the face and its mirror"
     assert set(saved["by_race"]) <= {"White", "Black", "Asian", "Indian", "Others"}
     assert "seeded split by capture timestamp" in saved["protocol"]
     md = (trained / "eval" / "test.md").read_text()
@@ -157,6 +190,24 @@ def test_default_checkpoint_comes_from_the_run_config(trained):
     finally:
         config_path.write_text(saved)
     assert evaluate_workdir(trained, "validation", figures=False)["checkpoint"] == "best"
+
+
+def test_shift_tta_flag_overrides_the_run_config(trained):
+    """18 views (the config's flip x the 3x3 shift grid) give other numbers than the flip
+    alone, say so in the report; a shift the image cannot reflect-pad is refused."""
+    from agr_jax.evaluation import evaluate_workdir
+
+    flip = evaluate_workdir(trained, "validation", figures=False)
+    grid = evaluate_workdir(trained, "validation", figures=False, shift_tta=2)
+    assert grid["shift_tta"] == 2 and grid["n"] == flip["n"]
+    assert grid["tta"] == ("18 views: the face and its mirror, each at the 3x3 grid of "
+                           "shifts by 0 or +-2 px")
+    assert grid["age_mae"] != pytest.approx(flip["age_mae"], abs=1e-6)
+    assert "mean over 18 views" in (trained / "eval" / "validation.md").read_text()
+    plain = evaluate_workdir(trained, "validation", figures=False, flip_tta=False)
+    assert plain["tta"] == "" and plain["age_mae"] != pytest.approx(flip["age_mae"], abs=1e-6)
+    with pytest.raises(ValueError, match="eval_shift_tta"):
+        evaluate_workdir(trained, "validation", figures=False, shift_tta=8)  # 16 px images
 
 
 def test_evaluate_folder_lists_skipped(trained, synthetic_dir):

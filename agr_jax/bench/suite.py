@@ -132,22 +132,26 @@ def _build_bench(spec: ModelSpec, report: dict) -> StepBench | None:
 def _vs_pytorch(bench: StepBench, suite: Suite) -> dict[str, Any]:
     """Ours and PyTorch's step, alternating windows on the same cores; ratio of medians.
 
-    Each window starts with one untimed step: the first step after the other framework ran
-    pays for the switch (the other's threads and memory), 10-30 % of a ResNet-18 step here,
-    and which side pays it would otherwise depend only on the order of the windows.
+    PyTorch runs in a child process of its own (`TorchStepProcess`: its own malloc
+    settings, its threads asleep while ours run). Each window starts with one untimed step:
+    the first step after the other framework ran pays for the switch (caches, the other's
+    pages), 10-30 % of a ResNet-18 step here, and which side pays it would otherwise depend
+    only on the order of the windows.
     """
-    from benchmarks.vs_pytorch import TorchStep, torch_version
+    from benchmarks.vs_pytorch import TorchStepProcess
 
     spec = bench.spec
     autocast = spec.dtype == "bfloat16"
-    ref = TorchStep(spec.name, spec.image_size, spec.batch, spec.kwargs, autocast_bf16=autocast)
-    ref.time_window(1)
     ours, theirs = [], []
-    for _ in range(suite.vs_pytorch_windows):
-        bench.time_window(1)
-        ours.append(bench.time_window(suite.steps))
+    with TorchStepProcess(spec.name, spec.image_size, spec.batch, spec.kwargs,
+                          autocast_bf16=autocast) as ref:
         ref.time_window(1)
-        theirs.append(ref.time_window(suite.steps))
+        for _ in range(suite.vs_pytorch_windows):
+            bench.time_window(1)
+            ours.append(bench.time_window(suite.steps))
+            ref.time_window(1)
+            theirs.append(ref.time_window(suite.steps))
+        version = ref.version
     bench.check_no_recompile()
     ours_img_s = spec.batch * suite.steps / statistics.median(ours)
     torch_img_s = spec.batch * suite.steps / statistics.median(theirs)
@@ -158,7 +162,7 @@ def _vs_pytorch(bench: StepBench, suite: Suite) -> dict[str, Any]:
         "window_ratios": [t / o for o, t in zip(ours, theirs, strict=True)],
         "batch": spec.batch,
         "image_size": spec.image_size,
-        "torch": f"{torch_version()} eager, channels_last, flush denormals, "
+        "torch": f"{version} eager in its own process, channels_last, flush denormals, "
                  f"{os.cpu_count()} threads" + (", bfloat16 autocast" if autocast else ""),
     }
 

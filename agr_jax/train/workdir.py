@@ -36,6 +36,7 @@ EXECUTION_KEYS = frozenset(
         "data.worker_count",
         "data.decoded_cache_gb",  # same batches either way
         "eval_flip_tta",
+        "eval_shift_tta",
         "eval_checkpoint",
         "model.conv_impl",  # same parameters either way
     }
