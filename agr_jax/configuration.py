@@ -136,6 +136,14 @@ def check_keys_and_types(config: Mapping[str, Any], source: str = "config") -> N
             )
 
 
+def check_eval_shift_tta(shift: int, image_size: int) -> None:
+    """The shifted test-time views reflect-pad by `shift` px, which needs shift < size / 2;
+    shared by `validate` and evaluate's `--shift_tta` override of a saved run's config."""
+    if not 0 <= shift < image_size // 2:
+        raise ValueError(f"config.eval_shift_tta: expected 0 (off) or a shift in pixels below "
+                         f"data.image_size / 2 = {image_size // 2}, got {shift!r}")
+
+
 def validate(
     config: ml_collections.ConfigDict,
     num_devices: int | None = None,
@@ -157,10 +165,7 @@ def validate(
     require(config.data.name in DATASET_RACES, "data.name", f"one of {sorted(DATASET_RACES)}")
     require(config.eval_checkpoint in ("best", "latest"), "eval_checkpoint",
             '"best" or "latest"')
-    shift = int(config.get("eval_shift_tta", 0))
-    require(0 <= shift < config.data.image_size // 2, "eval_shift_tta",
-            f"0 (off) or a shift in pixels below data.image_size / 2 = "
-            f"{config.data.image_size // 2}")
+    check_eval_shift_tta(int(config.get("eval_shift_tta", 0)), config.data.image_size)
     require(config.data.decoded_cache_gb >= 0, "data.decoded_cache_gb",
             ">= 0 (0 turns the decoded cache off)")
     require(

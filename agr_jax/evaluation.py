@@ -250,8 +250,7 @@ def evaluate_workdir(
     eval_step = make_eval_step(model, spec)
     flip = bool(config.get("eval_flip_tta", False) if flip_tta is None else flip_tta)
     shift = int(config.get("eval_shift_tta", 0) if shift_tta is None else shift_tta)
-    if shift < 0 or shift >= size // 2:
-        raise ValueError(f"eval_shift_tta: expected 0 <= px < {size // 2}, got {shift}")
+    configuration.check_eval_shift_tta(shift, size)
     if flip or shift:
         eval_step = tta(eval_step, tta_views(flip, shift))
     result = predict(
