@@ -8,6 +8,7 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
+from agr_jax import host_memory
 from agr_jax.bench import pipeline, suite
 from agr_jax.cli import setup_logging
 from agr_jax.train.parallel import use_cpu_devices
@@ -22,16 +23,23 @@ _WORK_DIR = flags.DEFINE_string("work_dir", "runs/benchmark", "Cache for prepare
 _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", 0, "Split the CPU into this many XLA devices and time the data-parallel "
     "step over them, as training with config.cpu_devices does (0: one device).")
+_ISOLATE = flags.DEFINE_bool(
+    "isolate", True, "Run each section (each model's step and vs_pytorch, the pipeline, each "
+    "loop, inference) in a fresh process, as a training run is; --noisolate runs them all in "
+    "this one (debugging; measuring what sharing a process costs).")
 
 
 def main(argv):
     del argv
+    if not _ISOLATE.value:  # else each section's process applies it (bench/isolate.py)
+        host_memory.reuse_freed_memory()
     use_cpu_devices(_CPU_DEVICES.value)
     setup_logging(logging.INFO)
     repo_root = Path(__file__).resolve().parents[1]
     data_dir = Path(_DATA_DIR.value) if _DATA_DIR.value else pipeline.default_data_dir(repo_root)
     report = suite.run_suite(suite.get_suite(_SUITE.value, _MODELS.value), data_dir,
-                             Path(_WORK_DIR.value))
+                             Path(_WORK_DIR.value), isolate=_ISOLATE.value,
+                             cpu_devices=_CPU_DEVICES.value)
     print(suite.format_report(report))
     if _JSON.value:
         Path(_JSON.value).parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from absl import app, flags, logging
 
+from agr_jax import host_memory
 from agr_jax.cli import setup_logging
 from agr_jax.evaluation import PROTOCOLS, evaluate_workdir, format_table, summarize_folds
 
@@ -40,6 +41,7 @@ COLS = ("n", "age_mae", "baseline_age_mae", "age_cs5", "age_bin_acc", "gender_ac
 
 def main(argv):
     del argv
+    host_memory.reuse_freed_memory()
     setup_logging(logging.WARNING)
     workdirs = [w for w in _WORKDIR.value.split(",") if w]
     if len(workdirs) > 1 and _PROTOCOL.value != "kfold":

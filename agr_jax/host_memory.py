@@ -1,20 +1,27 @@
-"""Keep freed host memory in the process (glibc malloc settings), so XLA:CPU stops faulting.
+"""Reuse freed host memory, so XLA:CPU stops faulting its buffers in afresh on every step.
 
-XLA:CPU allocates every executable's temporary and output buffers afresh on each run.
-Under glibc's defaults the large ones are mmap-ed and unmapped again (or trimmed off the
-heap), so each training step touches new pages: a ResNet-18 step at 64 px, batch 128 took
-~69,000 minor page faults, ~0.17 s of kernel time per ~0.5 s step on this project's 2-core
-host. With one malloc arena, no mmap-ed chunks and no trimming, freed buffers are reused
-and the faults stop (0 per step; the step 5-15 % faster, README "Throughput"); the cost is
-that the process keeps its peak heap, as caching allocators (tcmalloc) do.
+XLA:CPU allocates every executable's temporary and output buffers afresh on each run. Under
+glibc's defaults the large ones are mmap-ed and unmapped again (or trimmed off the heap), so
+each step touches new pages: the ResNet-18 step at 64 px, batch 128 took ~69,300 minor page
+faults and 517-547 ms on this project's 2-core host. Two settings together stop it:
 
-Opt-in (`AGR_JAX_HOST_MALLOC=retain` in the environment), applied when `agr_jax` is imported,
-before JAX starts its threads (a thread's arena is chosen at its first allocation). Not the
-default because one arena serialises every thread's allocations: measured in the benchmark
-suite's process, PyTorch's eager steps (many small allocations from its OpenMP threads) ran
-up to 2x slower with it (the benchmark's PyTorch twin now runs in a process of its own), and
-the in-process input pipeline threads share that one arena (one suite run each way on
-2026-12-02: no loss outside the noise, not enough to make it the default; README "Throughput").
+1. glibc never serves a chunk with mmap and never trims the heap (`mallopt` M_MMAP_MAX=0,
+   M_TRIM_THRESHOLD=max), so a freed buffer stays in the heap for the next step;
+2. XLA:CPU runs each single-device computation on the thread that dispatched it
+   (`jax_cpu_enable_async_dispatch=False`). With async dispatch the buffers are allocated on
+   a worker thread, from one of glibc's secondary arenas: those are mmap-ed heaps of at most
+   64 MB that hand bigger chunks to mmap whatever M_MMAP_MAX says.
+
+Together: 0 faults per step and 377-439 ms (README "Throughput", 2026-12-02). Either alone
+leaves the faults. The costs: the process keeps its peak heap (as caching allocators do), and
+the Python thread waits for each CPU computation instead of queueing the next one (the
+training loop's input work runs on grain's threads meanwhile; GPU/TPU dispatch is unchanged).
+An earlier variant (one malloc arena for every thread) stopped the faults too, but serialised
+every thread's allocations.
+
+The entry points (train, evaluate, predict-style CLIs, each benchmark section) call
+`reuse_freed_memory()` before JAX starts; importing the library changes nothing.
+`AGR_JAX_HOST_MALLOC=default` keeps glibc's and JAX's behaviour.
 """
 
 from __future__ import annotations
@@ -28,30 +35,55 @@ import sys
 log = logging.getLogger(__name__)
 
 ENV = "AGR_JAX_HOST_MALLOC"
+CHOICES = ("reuse", "default")
 # mallopt parameters (glibc <malloc.h>).
-M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
-SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1))
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+MALLOC_SETTINGS = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1))
 
 state = "not applied"
 
 
-def retain_freed_memory() -> str:
-    """Applies `SETTINGS` once; returns what was done ("applied", or why not)."""
+def setting() -> str:
+    """`AGR_JAX_HOST_MALLOC` (default "reuse"), checked."""
+    value = os.environ.get(ENV, "reuse")
+    if value not in CHOICES:
+        raise ValueError(f"{ENV}: expected one of {CHOICES}, got {value!r}")
+    return value
+
+
+def apply_malloc_settings() -> str:
+    """`MALLOC_SETTINGS` in this process; "applied", or why not. Safe at any time (they are
+    process-wide parameters, not a per-thread arena choice)."""
+    if not sys.platform.startswith("linux"):
+        return f"off (not glibc: {sys.platform})"
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.gnu_get_libc_version  # noqa: B018 -- raises AttributeError on musl
+    except (OSError, AttributeError) as error:
+        return f"off (no glibc: {error})"
+    failed = [p for p, v in MALLOC_SETTINGS if libc.mallopt(p, v) != 1]
+    return "applied" if not failed else f"mallopt refused parameters {failed}"
+
+
+def reuse_freed_memory() -> str:
+    """Both settings (module docstring) unless `AGR_JAX_HOST_MALLOC=default`; returns the state.
+
+    Must run before JAX creates its CPU client (the dispatch mode is read then).
+    """
     global state
     if state == "applied":
         return state
-    if os.environ.get(ENV, "default") != "retain":
-        state = f"off ({ENV} is not 'retain')"
-    elif not sys.platform.startswith("linux"):
-        state = f"off (not glibc: {sys.platform})"
+    if setting() == "default":
+        state = f"off ({ENV}=default)"
     else:
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            libc.gnu_get_libc_version  # noqa: B018 -- raises AttributeError on musl
-        except (OSError, AttributeError) as error:
-            state = f"off (no glibc: {error})"
-        else:
-            failed = [p for p, v in SETTINGS if libc.mallopt(p, v) != 1]
-            state = "applied" if not failed else f"mallopt refused parameters {failed}"
-    log.debug("host malloc: %s", state)
+        import jax
+        from jax._src import xla_bridge
+
+        if xla_bridge.backends_are_initialized():
+            raise RuntimeError("host_memory.reuse_freed_memory: JAX's backends are already "
+                               "initialised; call it before anything touches jax.devices()")
+        state = apply_malloc_settings()
+        if state == "applied":  # the dispatch change alone would not stop the faults
+            jax.config.update("jax_cpu_enable_async_dispatch", False)
+    log.debug("host memory: %s", state)
     return state

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import functools
 
+from agr_jax import host_memory
 from agr_jax.bench import suite
 from agr_jax.bench.alternate import alternate, print_medians
 from agr_jax.bench.step import StepBench
@@ -43,4 +44,5 @@ def _ms_per_step(bench: StepBench, steps: int) -> float:
 
 
 if __name__ == "__main__":
+    host_memory.reuse_freed_memory()  # as every agr_jax entry point (host_memory.py)
     main()

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from agr_jax import host_memory
 from agr_jax.models import conv, onednn_conv
 
 # (H=W of the input, Cin, Cout, kernel, stride)
@@ -140,4 +141,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    host_memory.reuse_freed_memory()  # as every agr_jax entry point (host_memory.py)
     main()

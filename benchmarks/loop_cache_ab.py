@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from agr_jax import defaults
+from agr_jax import defaults, host_memory
 from agr_jax.bench import loop as loop_bench
 from agr_jax.bench import pipeline as pipeline_bench
 from agr_jax.bench import suite
@@ -46,4 +46,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    host_memory.reuse_freed_memory()  # as every agr_jax entry point (host_memory.py)
     main()

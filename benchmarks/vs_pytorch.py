@@ -7,9 +7,11 @@ precision: weights and optimiser in float32, as ours).
 
 `TorchStepProcess` runs the twin in a child process of its own (`python -m
 benchmarks.vs_pytorch SPEC`, windows requested over a pipe), so each framework runs with its
-own process settings: agr_jax's host-malloc setting (agr_jax/host_memory.py) measured 2x
-slower PyTorch eager steps when the two shared a process, and neither side's threads or
-heap linger in the other's windows.
+own process settings (an earlier single-arena malloc setting of ours made PyTorch's eager
+steps 2x slower when the two shared a process), and neither side's threads or heap linger
+in the other's windows. Both sides run with the same glibc malloc settings
+(`agr_jax/host_memory.py`); the OpenMP wait policy agr_jax sets for its oneDNN calls is not
+passed on (PyTorch is faster with libgomp's default).
 """
 
 from __future__ import annotations
@@ -88,7 +90,12 @@ class TorchStepProcess:
         spec = {"name": name, "image_size": image_size, "batch": batch,
                 "model_kwargs": model_kwargs, "autocast_bf16": autocast_bf16}
         root = str(Path(__file__).resolve().parents[1])
-        env = {k: v for k, v in os.environ.items() if k != "AGR_JAX_HOST_MALLOC"}
+        env = dict(os.environ)
+        onednn = sys.modules.get("agr_jax.models.onednn_conv")
+        if onednn is not None and onednn.omp_wait_policy_set_here:
+            # Ours, for oneDNN beside XLA's threads. PyTorch's eager step runs faster with
+            # libgomp's default (ResNet-18: 404-455 vs 475-545 ms with PASSIVE, 2026-12-02).
+            env.pop("OMP_WAIT_POLICY")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.vs_pytorch", json.dumps(spec)],
@@ -121,7 +128,16 @@ class TorchStepProcess:
 
 
 def serve(spec: dict[str, Any]) -> None:
-    """The child's loop: one window per line of stdin (a step count), seconds back."""
+    """The child's loop: one window per line of stdin (a step count), seconds back.
+
+    glibc gets the malloc settings our side runs with (`host_memory`, unless
+    `AGR_JAX_HOST_MALLOC=default`): PyTorch's eager buffers come from the main thread's
+    arena, so they stop its page faults too (ResNet-18: ~20,000 per step -> 0).
+    """
+    from agr_jax import host_memory
+
+    if host_memory.setting() == "reuse":
+        host_memory.apply_malloc_settings()
     step = TorchStep(spec["name"], spec["image_size"], spec["batch"], spec["model_kwargs"],
                      autocast_bf16=spec["autocast_bf16"])
     print("ready", torch_version(), flush=True)

@@ -2,6 +2,8 @@
 
 import importlib.util
 import math
+import os
+import threading
 
 import flax.linen as nn
 import jax
@@ -58,11 +60,14 @@ def tiny_report(tmp_path_factory):
         accelerator=True,  # adds per-device img/s and MFU (None: no bf16 peak known for CPU)
     )
     work = tmp_path_factory.mktemp("bench")
-    return suite.run_suite(tiny, data_dir=work / "absent", work_dir=work)
+    # In this process (a child per section costs ~10 s each here); the sections' arguments
+    # and results still cross pickle, as they do to a child (test_isolate_* below).
+    return suite.run_suite(tiny, data_dir=work / "absent", work_dir=work, isolate=False)
 
 
 def test_report_has_every_section_with_sane_values(tiny_report):
     r = tiny_report
+    assert r["meta"]["sections_isolated"] is False and r["meta"]["device_count"] >= 1
     step = r["step"]["ror"]
     for key in ("img_s", "ms_per_step", "compile_s", "flops_per_img", "achieved_tflops",
                 "utilisation", "batch"):
@@ -167,3 +172,54 @@ def test_alternate_interleaves_arms_and_prints_medians(capsys):
     print_medians("title", values, ".1f")
     assert capsys.readouterr().out.splitlines() == [
         "title", "  a  median 3.0   1.0 3.0 5.0", "  b  median 0.5   0.5 0.5 0.5"]
+
+
+def test_isolate_runs_a_section_in_a_fresh_process_with_its_cpu_split():
+    from agr_jax.bench import isolate, sections
+
+    assert isolate.run_in_child(os.getpid) != os.getpid()
+    machine = isolate.run_in_child(sections.machine, ["float32"], 64, cpu_devices=2)
+    assert machine["meta"]["device_count"] == 2 and machine["peak"]["float32"] > 0
+
+
+def test_isolate_names_the_section_that_failed_or_died():
+    from agr_jax.bench import isolate
+
+    with pytest.raises(isolate.SectionFailed, match=r"(?s)builtins.int failed.*ValueError"):
+        isolate.run_in_child(int, "not a number")
+    with pytest.raises(isolate.SectionFailed, match="posix._exit: its process exited with "
+                                                   "code 3 before writing a result"):
+        isolate.run_in_child(os._exit, 3)
+    with pytest.raises(TypeError, match="pickle"):  # in-process mode keeps the child's contract
+        isolate.run_in_process(threading.Lock)
+
+
+def test_each_model_section_runs_on_its_own_cpu_split_unless_the_flag_says(monkeypatch,
+                                                                           tmp_path):
+    from agr_jax.bench import sections
+
+    calls = []
+
+    def runner(fn, *args, cpu_devices=0, **kwargs):
+        calls.append((fn.__name__, cpu_devices))
+        return fn(*args, **kwargs)
+
+    def fake(name, result):
+        def section(*args):
+            return result
+        section.__name__ = name
+        monkeypatch.setattr(sections, name, section)
+
+    monkeypatch.setattr(suite.isolate_sections, "run_in_child", runner)
+    fake("machine", {"meta": {}, "peak": {"float32": 1.0}, "table_peak": None})
+    fake("model", {"skipped": {}, "step": {}})
+    fake("pipeline", {"source": "fake"})
+    fake("loop", {"loop_efficiency": 1.0})
+    fake("inference", {})
+    two = suite.Suite(models=[ModelSpec("ror", 16, 8, cpu_devices=2), ModelSpec("resnet18", 16, 8)])
+    suite.run_suite(two, None, tmp_path)
+    assert calls == [("machine", 0), ("model", 2), ("model", 0), ("pipeline", 0), ("loop", 2),
+                     ("loop", 2), ("inference", 2)]
+    calls.clear()
+    suite.run_suite(two, None, tmp_path, cpu_devices=1)  # --cpu_devices 1 wins everywhere
+    assert {devices for _, devices in calls} == {1}

@@ -36,6 +36,9 @@ class ModelSpec:
     batch: int
     dtype: str = "float32"
     kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # CPU XLA devices to time it on, as training with config.cpu_devices (0: one device);
+    # `--cpu_devices` overrides it. Takes effect where each section has its own process.
+    cpu_devices: int = 0
 
     @property
     def key(self) -> str:

@@ -7,28 +7,24 @@ Sections (keys of the report): `peak` (measured matmul TFLOP/s per dtype), `step
 `loop` runs the pipeline as training does by default (through the decoded cache,
 `data.decoded_cache_gb`); `loop_decode_every_epoch` is the same loop decoding every JPEG
 each time, for comparison.
+
+By default every section runs in a fresh process of its own (`bench/isolate.py` says why);
+`meta.sections_isolated` records which way a report was made.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import logging
 import os
-import platform
-import statistics
 from pathlib import Path
 from typing import Any
 
-import jax
-
-from agr_jax import defaults, models
-from agr_jax.bench import inference as inference_bench
-from agr_jax.bench import loop as loop_bench
-from agr_jax.bench import peaks
-from agr_jax.bench import pipeline as pipeline_bench
-from agr_jax.bench.step import ModelSpec, StepBench, measure
-from agr_jax.data import decoded_cache
+from agr_jax.bench import isolate as isolate_sections
+from agr_jax.bench import sections
+from agr_jax.bench.step import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +54,13 @@ class Suite:
 def _cpu_suite() -> Suite:
     ror = {"width": 16, "stage_sizes": (2, 2, 2, 2)}
     r18 = {"width": 0.75}  # 48 channels in the first stage: DESIGN.md's ResNet-18 reference
+    # Each model on the CPU split it trains fastest with (fresh processes, 2026-12-02):
+    # RoR's many small ops run better as one device per core (68-86 vs 86-96 ms per step),
+    # ResNet-18's larger convolutions better on one device using both (383 vs 487-512 ms).
     return Suite(
         models=[
-            ModelSpec("ror", 64, 64, "float32", ror),
-            ModelSpec("ror", 64, 64, "bfloat16", ror),
+            ModelSpec("ror", 64, 64, "float32", ror, cpu_devices=2),
+            ModelSpec("ror", 64, 64, "bfloat16", ror, cpu_devices=2),
             ModelSpec("resnet18", 64, 128, "float32", r18),
             ModelSpec("resnet18", 64, 128, "bfloat16", r18),
             ModelSpec("xception", 224, 8, "float32", {}),
@@ -117,138 +116,68 @@ def _skip(report: dict, what: str, why: str) -> None:
     report["skipped"][what] = why
 
 
-def _build_bench(spec: ModelSpec, report: dict) -> StepBench | None:
-    if spec.name not in models.BACKBONES:
-        _skip(report, f"step.{spec.key}",
-              f"model {spec.name!r} is not registered (have {models.available()})")
-        return None
-    try:
-        return StepBench(spec)
-    except TypeError as e:  # constructor options of a registry entry that differs
-        _skip(report, f"step.{spec.key}", f"cannot build {spec.name} with {spec.kwargs}: {e}")
-        return None
+def run_suite(suite: Suite, data_dir: Path | None, work_dir: Path, isolate: bool = True,
+              cpu_devices: int = 0) -> dict[str, Any]:
+    """Runs every section of `suite`; returns the report (see module docstring for keys).
 
-
-def _vs_pytorch(bench: StepBench, suite: Suite) -> dict[str, Any]:
-    """Ours and PyTorch's step, alternating windows on the same cores; ratio of medians.
-
-    PyTorch runs in a child process of its own (`TorchStepProcess`: its own malloc
-    settings, its threads asleep while ours run). Each window starts with one untimed step:
-    the first step after the other framework ran pays for the switch (caches, the other's
-    pages), 10-30 % of a ResNet-18 step here, and which side pays it would otherwise depend
-    only on the order of the windows.
+    `isolate`: each section (each model's step + vs_pytorch, the pipeline, each loop,
+    inference) in a fresh process of its own, as a training run is (why: `bench/isolate.py`);
+    False runs them all in this process. `cpu_devices`: as `--cpu_devices`, per section.
     """
-    from benchmarks.vs_pytorch import TorchStepProcess
+    runner = isolate_sections.run_in_child if isolate else isolate_sections.run_in_process
+    call = functools.partial(runner, cpu_devices=cpu_devices)
 
-    spec = bench.spec
-    autocast = spec.dtype == "bfloat16"
-    ours, theirs = [], []
-    with TorchStepProcess(spec.name, spec.image_size, spec.batch, spec.kwargs,
-                          autocast_bf16=autocast) as ref:
-        ref.time_window(1)
-        for _ in range(suite.vs_pytorch_windows):
-            bench.time_window(1)
-            ours.append(bench.time_window(suite.steps))
-            ref.time_window(1)
-            theirs.append(ref.time_window(suite.steps))
-        version = ref.version
-    bench.check_no_recompile()
-    ours_img_s = spec.batch * suite.steps / statistics.median(ours)
-    torch_img_s = spec.batch * suite.steps / statistics.median(theirs)
-    return {
-        "ratio": ours_img_s / torch_img_s,
-        "img_s": ours_img_s,
-        "torch_img_s": torch_img_s,
-        "window_ratios": [t / o for o, t in zip(ours, theirs, strict=True)],
-        "batch": spec.batch,
-        "image_size": spec.image_size,
-        "torch": f"{version} eager in its own process, channels_last, flush denormals, "
-                 f"{os.cpu_count()} threads" + (", bfloat16 autocast" if autocast else ""),
-    }
+    def call_for(spec: ModelSpec, *args: Any) -> Any:
+        """A model's section on its own CPU split (`--cpu_devices` wins when given)."""
+        return runner(*args, cpu_devices=cpu_devices or spec.cpu_devices)
 
-
-def _torch_missing() -> str | None:
-    try:
-        import benchmarks.vs_pytorch  # noqa: F401
-    except ImportError as e:
-        return (f"PyTorch reference unavailable ({e}); `pip install torch==2.13.0` and run "
-                "from the repository root (benchmarks/ is not part of the package)")
-    return None
-
-
-def run_suite(suite: Suite, data_dir: Path | None, work_dir: Path) -> dict[str, Any]:
-    """Runs every section of `suite`; returns the report (see module docstring for keys)."""
-    devices = jax.devices()
+    if not isolate and any(m.cpu_devices for m in suite.models):
+        log.warning("--noisolate: every model runs on this process's devices; the suite's "
+                    "per-model cpu_devices need a process each")
     report: dict[str, Any] = {
-        "meta": {
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
-                       f"{os.cpu_count()} CPU cores",
-            "device_kind": devices[0].device_kind,
-            "platform": devices[0].platform,
-            "device_count": len(devices),
-            "jax": jax.__version__,
-            "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        },
-        "peak": {},
+        "meta": {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                 "sections_isolated": isolate},
         "step": {},
+        "vs_pytorch": {},
         "skipped": {},
     }
-    dtypes = sorted({m.dtype for m in suite.models})
-    for dtype in dtypes:
-        report["peak"][dtype] = peaks.measured_matmul_tflops(dtype, suite.peak_matmul_size)
-    table_peak = peaks.device_peak_tflops(devices[0].device_kind)
+    machine = call(sections.machine, sorted({m.dtype for m in suite.models}),
+                   suite.peak_matmul_size)
+    report["meta"].update(machine["meta"])
+    report["peak"] = machine["peak"]
     if suite.accelerator:
-        report["meta"]["bf16_peak_tflops"] = table_peak
+        report["meta"]["bf16_peak_tflops"] = machine["table_peak"]
 
-    benches: dict[str, StepBench] = {}
     for spec in suite.models:
-        bench = _build_bench(spec, report)
-        if bench is None:
-            continue
         log.info("step %s: %dpx batch %d", spec.key, spec.image_size, spec.batch)
-        row = measure(bench, suite.steps, suite.windows, report["peak"][spec.dtype])
-        if suite.accelerator:
-            row["img_s_per_device"] = row["img_s"] / bench.num_devices
-            row["mfu"] = row["achieved_tflops"] / table_peak[1] if table_peak else None
-        report["step"][spec.key] = row
-        benches[spec.key] = bench
-
-    missing = _torch_missing() if suite.vs_pytorch else None
-    report["vs_pytorch"] = {}
+        out = call_for(spec, sections.model, spec, suite, report["peak"][spec.dtype],
+                       machine["table_peak"], spec.key in suite.vs_pytorch)
+        for what, why in out["skipped"].items():
+            _skip(report, what, why)
+        if "step" in out:
+            report["step"][spec.key] = out["step"]
+        if "vs_pytorch" in out:
+            report["vs_pytorch"][spec.key] = out["vs_pytorch"]
     for name in suite.vs_pytorch:
-        if name not in benches:
+        if name not in report["step"]:
             _skip(report, f"vs_pytorch.{name}", f"no step benchmark for {name}")
-        elif missing:
-            _skip(report, f"vs_pytorch.{name}", missing)
-        else:
-            log.info("vs_pytorch %s", name)
-            report["vs_pytorch"][name] = _vs_pytorch(benches[name], suite)
 
-    data = pipeline_bench.prepare_data(data_dir, work_dir, suite.synthetic_num)
-    log.info("pipeline on %s", data.description)
-    report["pipeline"] = pipeline_bench.run(
-        data, suite.pipeline_image_size, suite.pipeline_batch, suite.pipeline_workers,
-        suite.pipeline_sample, suite.pipeline_batches,
-    )
+    report["pipeline"] = call(sections.pipeline, data_dir, work_dir, suite)
+    log.info("pipeline on %s", report["pipeline"]["source"])
 
-    first = next(iter(benches.values()), None)
+    first = next((m for m in suite.models if m.key in report["step"]), None)
     if first is None:
         _skip(report, "loop_efficiency", "no model could be benchmarked")
         _skip(report, "inference", "no model could be benchmarked")
     else:
-        log.info("loop efficiency %s", first.spec.key)
-        cached = decoded_cache.maybe_cached(
-            data.source, data.tfds_dir, "train", first.spec.image_size,
-            float(defaults.get_config().data.decoded_cache_gb))
-        for key, source in (("loop", cached), ("loop_decode_every_epoch", data.source)):
-            report[key] = loop_bench.run(first, source, suite.loop_steps, suite.windows,
-                                         suite.loop_workers)
-            report[key]["decoded_cache"] = source is not data.source
+        log.info("loop efficiency %s", first.key)
+        for key, cached in (("loop", True), ("loop_decode_every_epoch", False)):
+            report[key] = call_for(first, sections.loop, first, data_dir, work_dir, suite,
+                                   cached)
         report["loop_efficiency"] = report["loop"]["loop_efficiency"]
-        jpegs = [data.source[i]["image"] for i in range(min(len(data.source),
-                                                              suite.pipeline_sample))]
-        report["inference"] = inference_bench.run(first, jpegs, suite.inference_batch)
+        log.info("inference %s", first.key)
+        report["inference"] = call_for(first, sections.inference, first, data_dir, work_dir,
+                                       suite)
     report["targets"] = targets(report)
     return report
 
@@ -277,13 +206,15 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append("peak matmul TFLOP/s: " + ", ".join(
         f"{k} {v:.3f}" for k, v in report["peak"].items()))
     accel = any("mfu" in r for r in report["step"].values())
-    head = (f"{'step':<20}{'px':>5}{'batch':>7}{'img/s':>10}{'ms/step':>10}{'compile s':>11}"
+    head = (f"{'step':<20}{'px':>5}{'batch':>7}{'dev':>5}{'img/s':>10}{'ms/step':>10}"
+            f"{'compile s':>11}"
             f"{'GFLOP/img':>11}{'TFLOP/s':>9}{'util':>7}" + (f"{'MFU':>7}" if accel else ""))
     lines.append(head)
     for key, r in report["step"].items():
         util = f"{r['utilisation']:.2f}" if r["utilisation"] is not None else "-"
         mfu = (f"{r['mfu']:>7.3f}" if r.get("mfu") is not None else f"{'-':>7}") if accel else ""
-        lines.append(f"{key:<20}{r['image_size']:>5}{r['batch']:>7}{r['img_s']:>10.1f}"
+        lines.append(f"{key:<20}{r['image_size']:>5}{r['batch']:>7}{r['devices']:>5}"
+                     f"{r['img_s']:>10.1f}"
                      f"{r['ms_per_step']:>10.1f}{r['compile_s']:>11.1f}"
                      f"{r['flops_per_img'] / 1e9:>11.3f}{r['achieved_tflops']:>9.4f}{util:>7}"
                      + mfu)

@@ -96,12 +96,18 @@ def _build(root: Path) -> Path:
     return target
 
 
+omp_wait_policy_set_here = False
+
+
 @functools.cache
 def _load() -> str | OneDnnUnavailable:
     """Builds, loads and registers the FFI targets; the exception (not raised) if impossible."""
     # Idle OpenMP threads that spin (libgomp's default) steal the core from the input
     # pipeline and from XLA's own threads between convolutions; read when libgomp loads.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    global omp_wait_policy_set_here
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        omp_wait_policy_set_here = True  # child processes should not inherit it by accident
     try:
         library = ctypes.cdll.LoadLibrary(str(_build(_onednn_root())))
     except OneDnnUnavailable as error:

@@ -10,6 +10,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from agr_jax import host_memory
 from agr_jax.cli import setup_logging
 from agr_jax.train import parallel
 from agr_jax.train.loop import train_and_evaluate
@@ -35,6 +36,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
     del argv
+    host_memory.reuse_freed_memory()
     parallel.use_cpu_devices(int(_CONFIG.value.get("cpu_devices", 0)))
     distributed = _DISTRIBUTED.value
     if distributed is None:

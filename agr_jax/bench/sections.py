@@ -1,0 +1,162 @@
+"""The benchmark suite's sections, one function each.
+
+Each section builds everything it times (model, compiled step, pipeline) and returns plain
+data, so the suite can run it in a process of its own (`isolate.run_in_child`, the default)
+or in the suite's process (`--noisolate`). The `Suite` settings come in as an argument.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from agr_jax import defaults, models
+from agr_jax.bench import inference as inference_bench
+from agr_jax.bench import loop as loop_bench
+from agr_jax.bench import peaks
+from agr_jax.bench import pipeline as pipeline_bench
+from agr_jax.bench.step import ModelSpec, StepBench, measure
+from agr_jax.data import decoded_cache
+
+
+def machine(dtypes: list[str], peak_matmul_size: int) -> dict[str, Any]:
+    """Device facts and the measured matmul peak per dtype (the utilisation denominators)."""
+    devices = jax.devices()
+    meta = {
+        "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
+                   f"{os.cpu_count()} CPU cores",
+        "device_kind": devices[0].device_kind,
+        "platform": devices[0].platform,
+        "device_count": len(devices),
+        "jax": jax.__version__,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+    return {"meta": meta,
+            "peak": {d: peaks.measured_matmul_tflops(d, peak_matmul_size) for d in dtypes},
+            "table_peak": peaks.device_peak_tflops(devices[0].device_kind)}
+
+
+def _build_bench(spec: ModelSpec) -> tuple[StepBench | None, str | None]:
+    if spec.name not in models.BACKBONES:
+        return None, f"model {spec.name!r} is not registered (have {models.available()})"
+    try:
+        return StepBench(spec), None
+    except TypeError as e:  # constructor options of a registry entry that differs
+        return None, f"cannot build {spec.name} with {spec.kwargs}: {e}"
+
+
+_compiled: dict[str, StepBench] = {}  # in one process (--noisolate): compile each spec once
+
+
+def _compiled_bench(spec: ModelSpec) -> StepBench:
+    """A bench past its compile and one steady step, for the sections that time other work."""
+    if repr(spec) not in _compiled:
+        bench, why = _build_bench(spec)
+        if bench is None:
+            raise ValueError(why)
+        bench.first_call()
+        bench.time_window(1)
+        _compiled[repr(spec)] = bench
+    return _compiled[repr(spec)]
+
+
+def model(spec: ModelSpec, suite: Any, peak_tflops: float,
+          table_peak: tuple[str, float] | None, compare_torch: bool) -> dict[str, Any]:
+    """`step.<key>` and, when asked, `vs_pytorch.<key>`; `skipped` says why either is not."""
+    out: dict[str, Any] = {"skipped": {}}
+    bench, why = _build_bench(spec)
+    if bench is None:
+        out["skipped"][f"step.{spec.key}"] = why
+        return out
+    row = measure(bench, suite.steps, suite.windows, peak_tflops)
+    _compiled[repr(spec)] = bench
+    if suite.accelerator:
+        row["img_s_per_device"] = row["img_s"] / bench.num_devices
+        row["mfu"] = row["achieved_tflops"] / table_peak[1] if table_peak else None
+    out["step"] = row
+    if compare_torch:
+        try:
+            from benchmarks.vs_pytorch import TorchStepProcess
+        except ImportError as e:
+            out["skipped"][f"vs_pytorch.{spec.key}"] = (
+                f"PyTorch reference unavailable ({e}); `pip install torch==2.13.0` and run "
+                "from the repository root (benchmarks/ is not part of the package)")
+        else:
+            out["vs_pytorch"] = _vs_pytorch(bench, suite, TorchStepProcess)
+    return out
+
+
+def _vs_pytorch(bench: StepBench, suite: Any, torch_process: Any) -> dict[str, Any]:
+    """Ours and PyTorch's step, alternating windows on the same cores; ratio of medians.
+
+    PyTorch runs in a child process of its own (`TorchStepProcess`: its own malloc
+    settings, its threads asleep while ours run). Each window starts with one untimed step:
+    the first step after the other framework ran pays for the switch (caches, the other's
+    pages), 10-30 % of a ResNet-18 step here, and which side pays it would otherwise depend
+    only on the order of the windows.
+    """
+    spec = bench.spec
+    autocast = spec.dtype == "bfloat16"
+    ours, theirs = [], []
+    with torch_process(spec.name, spec.image_size, spec.batch, spec.kwargs,
+                       autocast_bf16=autocast) as ref:
+        ref.time_window(1)
+        for _ in range(suite.vs_pytorch_windows):
+            bench.time_window(1)
+            ours.append(bench.time_window(suite.steps))
+            ref.time_window(1)
+            theirs.append(ref.time_window(suite.steps))
+        version = ref.version
+    bench.check_no_recompile()
+    ours_img_s = spec.batch * suite.steps / statistics.median(ours)
+    torch_img_s = spec.batch * suite.steps / statistics.median(theirs)
+    return {
+        "ratio": ours_img_s / torch_img_s,
+        "img_s": ours_img_s,
+        "torch_img_s": torch_img_s,
+        "window_ratios": [t / o for o, t in zip(ours, theirs, strict=True)],
+        "batch": spec.batch,
+        "image_size": spec.image_size,
+        "devices": bench.num_devices,
+        "torch": f"{version} eager in its own process, channels_last, flush denormals, "
+                 f"{os.cpu_count()} threads" + (", bfloat16 autocast" if autocast else ""),
+    }
+
+
+def pipeline(data_dir: Path | None, work_dir: Path, suite: Any) -> dict[str, Any]:
+    """The `pipeline` section (prepares, or reuses, the benchmark's ArrayRecord build)."""
+    data = pipeline_bench.prepare_data(data_dir, work_dir, suite.synthetic_num)
+    return pipeline_bench.run(data, suite.pipeline_image_size, suite.pipeline_batch,
+                              suite.pipeline_workers, suite.pipeline_sample,
+                              suite.pipeline_batches)
+
+
+def loop(spec: ModelSpec, data_dir: Path | None, work_dir: Path, suite: Any,
+         through_decoded_cache: bool) -> dict[str, Any]:
+    """`loop` (as training runs by default: through the decoded cache) or, with
+    `through_decoded_cache=False`, `loop_decode_every_epoch`."""
+    bench = _compiled_bench(spec)
+    data = pipeline_bench.prepare_data(data_dir, work_dir, suite.synthetic_num)
+    source = data.source
+    if through_decoded_cache:
+        source = decoded_cache.maybe_cached(
+            data.source, data.tfds_dir, "train", spec.image_size,
+            float(defaults.get_config().data.decoded_cache_gb))
+    out = loop_bench.run(bench, source, suite.loop_steps, suite.windows, suite.loop_workers)
+    out["decoded_cache"] = source is not data.source
+    return out
+
+
+def inference(spec: ModelSpec, data_dir: Path | None, work_dir: Path,
+              suite: Any) -> dict[str, Any]:
+    """The `inference` section, on `spec`'s model after one training step."""
+    bench = _compiled_bench(spec)
+    data = pipeline_bench.prepare_data(data_dir, work_dir, suite.synthetic_num)
+    jpegs = [data.source[i]["image"] for i in range(min(len(data.source),
+                                                          suite.pipeline_sample))]
+    return inference_bench.run(bench, jpegs, suite.inference_batch)
