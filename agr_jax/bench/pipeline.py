@@ -131,6 +131,10 @@ def run(data: BenchData, image_size: int, batch: int, workers: int, sample: int,
     if missing:
         raise FileNotFoundError(f"prepared records name files missing from {data.image_dir}: "
                                 f"{[str(p) for p in missing[:3]]}")
+    # Untimed: brings the records the windows read into the page cache (the decode limit
+    # decodes bytes already in memory). Without it the first window read 712-3,094 img/s
+    # against 3,275-3,745 for the others, a measure of the disk (2026-12-02).
+    pipeline_img_s(data.source, image_size, batch, 1, num_batches)
     decode_windows, one_windows = [], []
     for _ in range(windows):  # each window as long as a one-off measurement was
         decode_windows.append(decode_limit_img_s(jpegs, image_size, decode_seconds))
