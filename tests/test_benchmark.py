@@ -83,6 +83,7 @@ def test_report_has_every_section_with_sane_values(tiny_report):
     p = r["pipeline"]
     assert p["source"].startswith("synthetic")
     assert p["decode_limit_img_s"] > 0 and p["naive_img_s"] > 0
+    assert p["decode_limit_images"] == 8 * (3 + 3)  # what one window reads: 3 warm-up + 3
     assert set(p["img_s"]) == {"1"} and p["img_s_per_worker"] == p["img_s"]["1"]
     w = p["windows"]  # decode limit and 1 worker alternate; each side is a median of 3
     assert len(w["decode_limit_img_s"]) == len(w["one_worker_img_s"]) == 3
