@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from agr_jax.bench import isolate
 from benchmarks import torch_reference
 
 
@@ -90,13 +91,12 @@ class TorchStepProcess:
         spec = {"name": name, "image_size": image_size, "batch": batch,
                 "model_kwargs": model_kwargs, "autocast_bf16": autocast_bf16}
         root = str(Path(__file__).resolve().parents[1])
-        env = dict(os.environ)
+        env = isolate.child_env(root)
         onednn = sys.modules.get("agr_jax.models.onednn_conv")
         if onednn is not None and onednn.omp_wait_policy_set_here:
             # Ours, for oneDNN beside XLA's threads. PyTorch's eager step runs faster with
             # libgomp's default (ResNet-18: 404-455 vs 475-545 ms with PASSIVE, 2026-12-02).
             env.pop("OMP_WAIT_POLICY")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.vs_pytorch", json.dumps(spec)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=root, env=env)

@@ -35,15 +35,14 @@ class SectionFailed(RuntimeError):
     """A section raised, or its process died, in the child."""
 
 
-def _child_env() -> dict[str, str]:
-    """The parent's environment, with the parent's import roots first on PYTHONPATH.
-
-    The repository root (for benchmarks/, which is not part of the package) and wherever
-    `agr_jax` was imported from, so the child imports the same code as the parent.
-    """
+def child_env(*roots: str) -> dict[str, str]:
+    """The parent's environment, with `roots` and the parent's import roots first on
+    PYTHONPATH: the working directory (the repository root, for benchmarks/, which is not part
+    of the package) and wherever `agr_jax` was imported from, so a child imports the same
+    code as the parent."""
     import agr_jax
 
-    roots = [os.getcwd(), str(Path(agr_jax.__file__).resolve().parents[1])]
+    roots = (*roots, os.getcwd(), str(Path(agr_jax.__file__).resolve().parents[1]))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(filter(None, [*roots,
                                                                     env.get("PYTHONPATH")])))
@@ -63,7 +62,7 @@ def run_in_child(fn: Callable[..., Any], *args: Any, cpu_devices: int = 0,
         result_path = Path(tmp) / "result.pkl"
         log.debug("running %s in a child process", name)
         proc = subprocess.run([sys.executable, "-m", __name__, str(result_path)],
-                              input=payload, env=_child_env(), check=False)
+                              input=payload, env=child_env(), check=False)
         if not result_path.exists():
             raise SectionFailed(f"benchmark section {name}: its process exited with code "
                                 f"{proc.returncode} before writing a result (its log is above)")

@@ -94,11 +94,11 @@ def model(spec: ModelSpec, suite: Any, peak_tflops: float,
 def _vs_pytorch(bench: StepBench, suite: Any, torch_process: Any) -> dict[str, Any]:
     """Ours and PyTorch's step, alternating windows on the same cores; ratio of medians.
 
-    PyTorch runs in a child process of its own (`TorchStepProcess`: its own malloc
-    settings, its threads asleep while ours run). Each window starts with one untimed step:
-    the first step after the other framework ran pays for the switch (caches, the other's
-    pages), 10-30 % of a ResNet-18 step here, and which side pays it would otherwise depend
-    only on the order of the windows.
+    PyTorch runs in a child process of its own (`TorchStepProcess`: the same malloc
+    settings, libgomp's default wait policy, its threads asleep while ours run). Each window
+    starts with one untimed step: the first step after the other framework ran pays for the
+    switch (caches, the other's pages), 10-30 % of a ResNet-18 step here, and which side pays
+    it would otherwise depend only on the order of the windows.
     """
     spec = bench.spec
     autocast = spec.dtype == "bfloat16"
