@@ -55,6 +55,32 @@ def test_values_and_gradients_match_xla(h, w_, cin, cout, k, stride, pads):
         np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("cin,stride,pads", [
+    (4, 2, ((0, 0), (0, 0))),  # fewer channels than oneDNN's AVX2 block (8)
+    (12, 2, ((0, 0), (0, 0))),  # fewer than the AVX-512 block (16)
+    (3, 3, ((0, 1), (1, 0))),
+    (24, 2, ((0, 0), (0, 0))),
+])
+def test_strided_1x1_weight_gradient_is_right_on_every_call(cin, stride, pads):
+    """oneDNN's own strided 1x1 weight gradient (NHWC, few input channels) writes at a wrong
+    workspace offset (uxlfoundation/oneDNN#6035): on AVX2 the first call was right and the
+    next ones off by O(1), which made two same-seed trainings differ. Several calls each."""
+    rng = np.random.default_rng(cin)
+    x = jnp.asarray(rng.normal(size=(16, 8, 8, cin)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(1, 1, cin, 32)), jnp.float32)
+    cot = jnp.asarray(rng.normal(size=_xla(x, w, stride, pads).shape), jnp.float32)
+
+    def grads(fn):
+        return jax.jit(jax.grad(lambda a, b: jnp.sum(fn(a, b, stride, pads) * cot),
+                                argnums=(0, 1)))
+
+    want = grads(_xla)(x, w)
+    onednn_grads = grads(_onednn)
+    for _ in range(4):
+        for g, r in zip(onednn_grads(x, w), want, strict=True):
+            np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+
+
 # oneDNN runs bfloat16 convolutions on AVX-512 CPUs and newer; elsewhere (e.g. an AVX2-only
 # AMD EPYC) `supports` routes them to XLA, which the monkeypatched routing test below covers.
 needs_bf16 = pytest.mark.skipif(not onednn_conv.supports(jnp.bfloat16),

@@ -180,15 +180,39 @@ def output_shape(x_shape, w_shape, strides, pads: Pads) -> tuple[int, int, int, 
             (w + sum(pads[1]) - kw) // strides[1] + 1, o)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv(x: jnp.ndarray, w: jnp.ndarray, strides: tuple[int, int], pads: Pads) -> jnp.ndarray:
     """NHWC x HWIO convolution, both float32 or both bfloat16 (the result too), non-negative
-    explicit padding, no dilation or groups."""
+    explicit padding, no dilation or groups.
+
+    A strided 1x1 kernel runs as a subsample (XLA) then a unit-stride oneDNN convolution:
+    oneDNN's own strided 1x1 path ("rtus") computes the NHWC weight gradient with a wrong
+    workspace offset when the input has fewer channels than its channel block (8 on AVX2, 16
+    on AVX-512): wrong gradients that change from call to call on AVX2, crashes on AVX-512
+    (uxlfoundation/oneDNN#6035, still in the 3.2 wheels). Same values, no rtus at all.
+    """
+    if w.shape[:2] == (1, 1) and tuple(strides) != (1, 1):
+        return _primitive_conv(_subsample(x, strides, pads), w, (1, 1), ((0, 0), (0, 0)))
+    return _primitive_conv(x, w, strides, pads)
+
+
+def _subsample(x: jnp.ndarray, strides: tuple[int, int], pads: Pads) -> jnp.ndarray:
+    """The input positions a strided 1x1 kernel reads: padded x at rows/cols 0, s, 2s, ..."""
+    if any(p for pair in pads for p in pair):
+        x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    n, h, w, c = x.shape
+    (sh, sw) = strides
+    ho, wo = (h - 1) // sh + 1, (w - 1) // sw + 1
+    return jax.lax.slice(x, (0, 0, 0, 0), (n, sh * (ho - 1) + 1, sw * (wo - 1) + 1, c),
+                         (1, sh, sw, 1))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _primitive_conv(x, w, strides: tuple[int, int], pads: Pads):
     return _call("forward", output_shape(x.shape, w.shape, strides, pads), x, w, strides, pads)
 
 
 def _conv_fwd(x, w, strides, pads):
-    return conv(x, w, strides, pads), (x, w)
+    return _primitive_conv(x, w, strides, pads), (x, w)
 
 
 def _conv_bwd(strides, pads, residuals, dy):
@@ -198,4 +222,4 @@ def _conv_bwd(strides, pads, residuals, dy):
     return dx, dw
 
 
-conv.defvjp(_conv_fwd, _conv_bwd)
+_primitive_conv.defvjp(_conv_fwd, _conv_bwd)
