@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WORKDIR ?= runs/quickstart
+# pytest-xdist workers; whole files per worker (module fixtures train once). Compiles are
+# mostly single-threaded, so two workers keep two cores busy; TEST_WORKERS=0 runs in-process.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint venv clean
 
@@ -21,7 +24,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q --durations=15 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -1,6 +1,41 @@
-"""Shared test fixtures."""
+"""Shared test fixtures, and one persistent JAX compilation cache for the whole run."""
+
+import os
+import shutil
+import sys
+import tempfile
 
 import pytest
+
+CACHE_ENV = {
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+}
+
+
+def pytest_configure(config):
+    """Tests compile the same tiny programs over and over, in this process and in the
+    training subprocesses (multi-device, multi-host, kill/resume): one on-disk cache, set in
+    the environment before JAX is imported so every child inherits it, compiles each once.
+    A cache dir already set (JAX_COMPILATION_CACHE_DIR) is kept and left on disk."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    config._agr_jax_cache = tempfile.mkdtemp(prefix="agr_jax_test_jax_cache_")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = config._agr_jax_cache
+    for key, value in CACHE_ENV.items():
+        os.environ.setdefault(key, value)
+    if "jax" in sys.modules:  # imported by a plugin before this hook: its config is read
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", config._agr_jax_cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+    cache = getattr(config, "_agr_jax_cache", None)
+    if cache:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -45,7 +45,7 @@ def _path(x, w, stride, padding) -> str:
 @pytest.mark.parametrize("hw,cin,cout,k,stride,padding,path", CASES)
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_routed_conv_matches_xla_values_and_gradients(hw, cin, cout, k, stride, padding, path,
-                                                      dtype):
+                                                      dtype, fast_jit):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(3, *hw, cin)), dtype)
     w = jnp.asarray(rng.normal(size=(k, k, cin, cout)) / np.sqrt(k * k * cin), dtype)
@@ -58,8 +58,8 @@ def test_routed_conv_matches_xla_values_and_gradients(hw, cin, cout, k, stride, 
     cot = jnp.asarray(rng.normal(size=y.shape), dtype)
 
     def grads(fn):
-        return jax.grad(lambda a, b: jnp.sum((fn(a, b, stride, padding) * cot)
-                                             .astype(jnp.float32)), argnums=(0, 1))(x, w)
+        return fast_jit(jax.grad(lambda a, b: jnp.sum((fn(a, b, stride, padding) * cot)
+                                                      .astype(jnp.float32)), argnums=(0, 1)))(x, w)
 
     for got, want in zip(grads(_routed), grads(_reference), strict=True):
         assert got.shape == want.shape and got.dtype == want.dtype
@@ -112,27 +112,29 @@ def test_missing_onednn_install_is_named(monkeypatch, tmp_path):
         onednn_conv._onednn_root()
 
 
-def test_resnet_same_outputs_and_gradients_under_both_impls():
-    """Same parameters, same maths: a checkpoint trained with one impl serves the other."""
+def test_resnet_same_outputs_and_gradients_under_both_impls(fast_jit):
+    """Same parameters, same maths: a checkpoint trained with one impl serves the other.
+    Jitted: op by op, a ResNet-18 compiles every primitive on its own (~80 s)."""
     spec = tasks.TaskSpec()
     rng = np.random.default_rng(0)
     images = jnp.asarray(rng.integers(0, 256, (2, 32, 32, 3)), jnp.uint8)
     auto, xla = (models.build("resnet18", outputs=spec.output_sizes(), width=1 / 16,
                               conv_impl=impl) for impl in ("matmul", "xla"))
-    variables = xla.init(jax.random.key(0), images)
+    variables = fast_jit(xla.init)(jax.random.key(0), images)
 
     def loss(model, params):
         # Inference-mode BN: batch statistics of 2 images would amplify rounding differences.
         logits, _ = model.apply({**variables, "params": params}, images)
         return sum(jnp.sum(v) for v in logits.values())
 
-    for a, b in zip(jax.tree.leaves(jax.grad(lambda p: loss(auto, p))(variables["params"])),
-                    jax.tree.leaves(jax.grad(lambda p: loss(xla, p))(variables["params"])),
-                    strict=True):
+    def grads(model):
+        return jax.tree.leaves(fast_jit(jax.grad(lambda p: loss(model, p)))(variables["params"]))
+
+    for a, b in zip(grads(auto), grads(xla), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
-def test_uint8_pixels_are_normalised_in_the_model():
+def test_uint8_pixels_are_normalised_in_the_model(fast_jit):
     pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=-1)
     expected = (pixels.astype(np.float32) / 255.0 - 0.5) / 0.5
     np.testing.assert_allclose(normalize_pixels(jnp.asarray(pixels)), expected, atol=1e-6)
@@ -141,7 +143,8 @@ def test_uint8_pixels_are_normalised_in_the_model():
 
     model = models.build("ror", outputs=tasks.TaskSpec().output_sizes(), width=4,
                          stage_sizes=(1, 1))
-    variables = model.init(jax.random.key(0), floats)
-    (from_uint8, _), (from_float, _) = (model.apply(variables, x) for x in (pixels, floats))
+    variables = fast_jit(model.init)(jax.random.key(0), floats)
+    (from_uint8, _), (from_float, _) = (fast_jit(model.apply)(variables, x)
+                                        for x in (pixels, floats))
     for task in from_uint8:
         np.testing.assert_allclose(from_uint8[task], from_float[task], rtol=1e-5, atol=1e-6)

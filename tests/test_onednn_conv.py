@@ -133,7 +133,7 @@ def test_dtype_this_cpu_cannot_run_keeps_the_matmul_routing(monkeypatch):
     assert onednn_conv.TARGETS["forward"] not in jaxpr and "conv_general_dilated" in jaxpr
 
 
-def test_whole_model_trains_the_same_and_counts_the_same_flops(caplog):
+def test_whole_model_trains_the_same_and_counts_the_same_flops(caplog, fast_jit):
     """A ResNet under `auto` (oneDNN here) against XLA's own convs: outputs, gradients of a
     training-mode loss (batch statistics), and the analytic FLOP count."""
     spec = tasks.TaskSpec()
@@ -142,8 +142,8 @@ def test_whole_model_trains_the_same_and_counts_the_same_flops(caplog):
     with caplog.at_level(logging.INFO, logger=conv.__name__):
         fast, ref = (models.build("resnet18", outputs=spec.output_sizes(), width=1 / 8,
                                   conv_impl=impl) for impl in ("auto", "xla"))
-        variables = ref.init(jax.random.key(0), images)
-        fast.apply(variables, images)
+        variables = fast_jit(ref.init)(jax.random.key(0), images)
+        fast_jit(fast.apply)(variables, images)
     assert "oneDNN convolutions on CPU" in caplog.text
     assert onednn_conv.TARGETS["forward"] in str(jax.make_jaxpr(fast.apply)(variables, images))
 

@@ -186,48 +186,48 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train(config, workdir: Path, processes: int, devices: int) -> str:
-    env = _env(devices)
+def _start(config, workdir: Path, processes: int, devices: int) -> list[subprocess.Popen]:
+    """One training run of `processes` (through `jax.distributed` when more than one)."""
     cmd = [sys.executable, "-m", "agr_jax.train", f"--config={ROOT}/configs/quickstart.py",
            f"--workdir={workdir}", *_flags(config)]
-    if processes == 1:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                              timeout=TIMEOUT, cwd=ROOT)
-        _check(proc, proc.stdout + proc.stderr)
-        return proc.stderr
-    address = f"localhost:{_free_port()}"
-    procs = [
-        subprocess.Popen(
-            [*cmd, "--distributed", f"--coordinator_address={address}",
-             f"--num_processes={processes}", f"--process_id={i}"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            cwd=ROOT,
-        )
-        for i in range(processes)
-    ]
-    logs = []
+    if processes > 1:
+        address = f"localhost:{_free_port()}"
+        cmds = [[*cmd, "--distributed", f"--coordinator_address={address}",
+                 f"--num_processes={processes}", f"--process_id={i}"] for i in range(processes)]
+    else:
+        cmds = [cmd]
+    return [subprocess.Popen(c, env=_env(devices), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, cwd=ROOT) for c in cmds]
+
+
+def _finish(*runs: list[subprocess.Popen]) -> list[str]:
+    """Waits for every process of `runs`; one joined log per run; kills stragglers."""
+    procs = [p for run in runs for p in run]
     try:
-        for p in procs:
-            logs.append(p.communicate(timeout=TIMEOUT)[0])
+        logs = [p.communicate(timeout=TIMEOUT)[0] for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
     for p, log in zip(procs, logs, strict=True):
         _check(p, log)
-    return "\n".join(logs)
+    joined, i = [], 0
+    for run in runs:
+        joined.append("\n".join(logs[i:i + len(run)]))
+        i += len(run)
+    return joined
 
 
 @pytest.fixture(scope="module")
 def multi_host(synthetic_dir, synthetic_tfds, tmp_path_factory):
+    """The 2x2 first half and the 1x4 straight run share the cores (compiles are mostly
+    single-threaded); the 2x2 resume needs the first half's checkpoint."""
     root = tmp_path_factory.mktemp("multi_host")
     cfg = lambda steps: _config(synthetic_dir, synthetic_tfds, total_steps=steps)  # noqa: E731
-    logs = {
-        "2x2_first": _train(cfg(3), root / "two_hosts", processes=2, devices=2),
-        "2x2_resume": _train(cfg(6), root / "two_hosts", processes=2, devices=2),
-        "1x4": _train(cfg(6), root / "one_host", processes=1, devices=4),
-    }
-    return root, logs
+    first, straight = _finish(_start(cfg(3), root / "two_hosts", processes=2, devices=2),
+                              _start(cfg(6), root / "one_host", processes=1, devices=4))
+    (resume,) = _finish(_start(cfg(6), root / "two_hosts", processes=2, devices=2))
+    return root, {"2x2_first": first, "2x2_resume": resume, "1x4": straight}
 
 
 def test_two_processes_match_one_process(multi_host):

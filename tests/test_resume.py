@@ -39,7 +39,7 @@ OVERRIDES = [
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """Shared prepared data and a persistent compilation cache (later runs skip compiles)."""
+    """Shared prepared data; later runs skip compiles through the session's persistent cache."""
     from agr_jax.data import prepare, synthetic
 
     root = tmp_path_factory.mktemp("resume")
@@ -47,12 +47,7 @@ def env(tmp_path_factory):
     synthetic.generate(faces, 300, seed=0, size=32)
     prepare.prepare(faces, root / "tfds", seed=0)
     env = {k: v for k, v in os.environ.items() if k != faults.ENV}
-    env.update(
-        PYTHONPATH=str(ROOT),
-        JAX_COMPILATION_CACHE_DIR=str(root / "jax_cache"),
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-    )
+    env["PYTHONPATH"] = str(ROOT)  # the compilation cache: tests/conftest.py's, inherited
     data = [f"--config.data.dir={faces}", f"--config.data.tfds_dir={root / 'tfds'}"]
     return {"env": env, "root": root, "data": data}
 

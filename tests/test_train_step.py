@@ -1,10 +1,13 @@
 """The pure train/eval steps on a tiny model: loss goes down, state advances, dtypes hold."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import FAST_COMPILE
 
 from agr_jax import models, tasks
 from agr_jax.train.optim import make_optimizer
@@ -12,6 +15,7 @@ from agr_jax.train.state import create_train_state, ema_decay_at, eval_variables
 from agr_jax.train.step import make_eval_step, make_train_step
 
 SPEC = tasks.TaskSpec()
+jit = functools.partial(jax.jit, compiler_options=FAST_COMPILE)  # tiny model: compile-bound
 OPT = {"name": "adam", "learning_rate": 3e-3, "schedule": "constant"}
 
 
@@ -37,14 +41,14 @@ def _setup(dtype="float32", optimizer=OPT):
         "ror", outputs=SPEC.output_sizes(), width=4, stage_sizes=(1, 1), dtype=dtype
     )
     tx = make_optimizer(optimizer, 100)
-    state = create_train_state(model, tx, (32, 32, 3), seed=0)
+    state = create_train_state(model, tx, (32, 32, 3), seed=0, compiler_options=FAST_COMPILE)
     return model, tx, state
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_loss_decreases_and_step_counts(dtype):
     model, tx, state = _setup(dtype)
-    step = jax.jit(make_train_step(model, tx, SPEC), donate_argnums=0)
+    step = jit(make_train_step(model, tx, SPEC), donate_argnums=0)
     batch = _batch()
     losses = []
     for _ in range(30):
@@ -60,7 +64,7 @@ def test_loss_decreases_and_step_counts(dtype):
 def test_batch_stats_update_in_training():
     model, tx, state = _setup()
     before = jax.tree.map(np.asarray, state.batch_stats)
-    state, _ = jax.jit(make_train_step(model, tx, SPEC))(state, _batch())
+    state, _ = jit(make_train_step(model, tx, SPEC))(state, _batch())
     changed = jax.tree.map(
         lambda a, b: not np.allclose(a, b), before, jax.device_get(state.batch_stats)
     )
@@ -70,7 +74,7 @@ def test_batch_stats_update_in_training():
 def test_same_seed_same_result():
     def run():
         model, tx, state = _setup()
-        step = jax.jit(make_train_step(model, tx, SPEC))
+        step = jit(make_train_step(model, tx, SPEC))
         for i in range(3):
             state, _ = step(state, _batch(seed=i))
         return jax.device_get(state.params)
@@ -83,7 +87,7 @@ def test_same_seed_same_result():
 
 def test_eval_step_predictions_in_human_units():
     model, _, state = _setup()
-    out = jax.jit(make_eval_step(model, SPEC))(state, _batch(n=8))
+    out = jit(make_eval_step(model, SPEC))(state, _batch(n=8))
     assert out["age_pred"].shape == (8,)
     assert np.all((out["age_pred"] >= 0) & (out["age_pred"] <= SPEC.max_age))
     assert set(np.unique(out["gender_pred"])) <= {0, 1}
@@ -113,9 +117,10 @@ def test_bad_optimizer_names_the_key():
 def test_ema_tracks_params_and_is_what_eval_uses():
     model = models.build("ror", outputs=SPEC.output_sizes(), width=4, stage_sizes=(1, 1))
     tx = make_optimizer(OPT, 100)
-    state = create_train_state(model, tx, (32, 32, 3), seed=0, ema=True)
-    assert create_train_state(model, tx, (32, 32, 3), seed=0).ema is None
-    step = jax.jit(make_train_step(model, tx, SPEC, ema_decay=0.9))
+    state = create_train_state(model, tx, (32, 32, 3), seed=0, ema=True,
+                               compiler_options=FAST_COMPILE)
+    assert jax.eval_shape(lambda: create_train_state(model, tx, (32, 32, 3), seed=0)).ema is None
+    step = jit(make_train_step(model, tx, SPEC, ema_decay=0.9))
     batch = _batch()
     for _ in range(3):
         before = jax.device_get(state)
@@ -128,9 +133,10 @@ def test_ema_tracks_params_and_is_what_eval_uses():
                  jax.device_get(state.ema["params"]), expected)
     assert eval_variables(state) is state.ema
     # Evaluation scores the averaged variables, not the raw ones.
-    eval_step = jax.jit(make_eval_step(model, SPEC))
+    eval_step = jit(make_eval_step(model, SPEC))
     raw = state.replace(ema=None)
-    averaged = model.apply(state.ema, batch["image"], train=False)[0]["gender"]
+    apply = jit(model.apply, static_argnames="train")
+    averaged = apply(state.ema, batch["image"], train=False)[0]["gender"]
     np.testing.assert_allclose(eval_step(state, batch)["gender_prob"],
                                jax.nn.softmax(averaged), rtol=1e-5, atol=1e-6)
     assert not np.allclose(eval_step(state, batch)["loss"], eval_step(raw, batch)["loss"])
