@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from agr_jax.models import onednn_conv
+from agr_jax.models.taps import Pads, patches
 
 logger = logging.getLogger(__name__)
 
@@ -36,33 +37,10 @@ MAX_MATMUL_POSITIONS = 16  # output positions up to which the whole conv is one 
 MAX_MATMUL_POSITIONS_ONEDNN = 4  # the same when oneDNN takes the others (2x2 maps)
 MAX_STEM_CHANNELS = 4  # input channels up to which the weight gradient is a matmul
 
-Pads = tuple[tuple[int, int], tuple[int, int]]
-
-
-def _patches(x: jnp.ndarray, kh: int, kw: int, strides: tuple[int, int], pads: Pads):
-    """[N, Ho, Wo, kh*kw*C] im2col patches, (i, j, c) order to match an HWIO kernel."""
-    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-    taps = tap_views(xp, kh, kw, strides)
-    return jnp.concatenate(taps, axis=-1) if len(taps) > 1 else taps[0]
-
-
-def tap_views(xp: jnp.ndarray, kh: int, kw: int, strides: tuple[int, int]) -> list:
-    """One strided [N, Ho, Wo, C] view of the padded map `xp` per kernel tap, row-major:
-    tap (i, j) of output (a, b) reads xp[:, i + a*sh, j + b*sw]."""
-    n, hp, wp, c = xp.shape
-    sh, sw = strides
-    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
-    return [
-        lax.slice(xp, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, c),
-                  (1, sh, sw, 1))
-        for i in range(kh)
-        for j in range(kw)
-    ]
-
 
 def _matmul_conv(x, w, strides: tuple[int, int], pads: Pads, out_dtype):
     kh, kw, cin, cout = w.shape
-    cols = _patches(x, kh, kw, strides, pads)
+    cols = patches(x, kh, kw, strides, pads)
     y = lax.dot_general(cols, w.reshape(kh * kw * cin, cout), (((3,), (0,)), ((), ())),
                         preferred_element_type=jnp.float32)
     return y.astype(out_dtype)
@@ -87,7 +65,7 @@ def _weight_grad_bwd(strides, pads, residuals, dy):
     _, input_vjp = jax.vjp(lambda x_: _xla_conv(x_, w, strides, pads), x)
     (dx,) = input_vjp(dy)
     kh, kw, _, _ = w.shape
-    cols = _patches(x, kh, kw, strides, pads)
+    cols = patches(x, kh, kw, strides, pads)
     dw = lax.dot_general(cols, dy, (((0, 1, 2), (0, 1, 2)), ((), ())),
                          preferred_element_type=jnp.float32)
     return dx, dw.reshape(w.shape).astype(w.dtype)

@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from agr_jax.models.taps import Pads, patches
+
 SOURCE = Path(__file__).with_name("onednn_conv.cc")
 TARGETS = {
     "forward": "agr_onednn_conv_forward",
@@ -44,8 +46,6 @@ SYMBOLS = {
 }
 ROOT_ENV = "AGR_JAX_ONEDNN_ROOT"
 logger = logging.getLogger(__name__)  # a prefix holding include/oneapi/dnnl and lib/libdnnl.so
-
-Pads = tuple[tuple[int, int], tuple[int, int]]
 
 
 class OneDnnUnavailable(RuntimeError):
@@ -191,19 +191,8 @@ def conv(x: jnp.ndarray, w: jnp.ndarray, strides: tuple[int, int], pads: Pads) -
     (uxlfoundation/oneDNN#6035, still in the 3.2 wheels). Same values, no rtus at all.
     """
     if w.shape[:2] == (1, 1) and tuple(strides) != (1, 1):
-        return _primitive_conv(_subsample(x, strides, pads), w, (1, 1), ((0, 0), (0, 0)))
+        return _primitive_conv(patches(x, 1, 1, strides, pads), w, (1, 1), ((0, 0), (0, 0)))
     return _primitive_conv(x, w, strides, pads)
-
-
-def _subsample(x: jnp.ndarray, strides: tuple[int, int], pads: Pads) -> jnp.ndarray:
-    """The input positions a strided 1x1 kernel reads: padded x at rows/cols 0, s, 2s, ..."""
-    if any(p for pair in pads for p in pair):
-        x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-    n, h, w, c = x.shape
-    (sh, sw) = strides
-    ho, wo = (h - 1) // sh + 1, (w - 1) // sw + 1
-    return jax.lax.slice(x, (0, 0, 0, 0), (n, sh * (ho - 1) + 1, sw * (wo - 1) + 1, c),
-                         (1, sh, sw, 1))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))

@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from agr_jax.models.conv import Pads, explicit_pads, tap_views
+from agr_jax.models.conv import explicit_pads
+from agr_jax.models.taps import Pads, tap_views
 
 
 def _forward(x, window, strides, pads: Pads):
