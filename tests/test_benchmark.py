@@ -73,6 +73,7 @@ def test_report_has_every_section_with_sane_values(tiny_report):
                 "utilisation", "batch"):
         assert key in step, key
     assert step["img_s"] > 0 and step["batch"] == 8 and step["traces"] == 1
+    assert step["window_steps"] == 2 and len(step["window_img_s"]) == 2  # window_s 0: fixed
     assert math.isclose(step["img_s"] * step["ms_per_step"] / 1e3, 8, rel_tol=1e-6)
     model = models.build("ror", outputs={"age": 1, "gender": 2, "race": 5}, **TINY_ROR)
     assert step["flops_per_img"] == 3 * flops.forward_flops(model, 16) > 0
@@ -104,7 +105,7 @@ def test_report_has_every_section_with_sane_values(tiny_report):
     if HAS_TORCH:
         v = r["vs_pytorch"]["ror"]
         assert v["ratio"] == pytest.approx(v["img_s"] / v["torch_img_s"])
-        assert len(v["window_ratios"]) == 2
+        assert len(v["window_ratios"]) == 2 and v["window_steps"] == step["window_steps"]
     else:
         assert "torch" in r["skipped"]["vs_pytorch.ror"].lower()
 
@@ -224,3 +225,11 @@ def test_each_model_section_runs_on_its_own_cpu_split_unless_the_flag_says(monke
     calls.clear()
     suite.run_suite(two, None, tmp_path, cpu_devices=1)  # --cpu_devices 1 wins everywhere
     assert {devices for _, devices in calls} == {1}
+
+
+def test_window_steps_lasts_the_asked_time_and_never_less_than_the_minimum():
+    from agr_jax.bench.step import window_steps
+
+    assert window_steps(3, step_s=0.09, window_s=1.0) == 12  # ceil(1 / 0.09)
+    assert window_steps(3, step_s=0.4, window_s=1.0) == 3  # the minimum wins
+    assert window_steps(3, step_s=0.09, window_s=0.0) == 3  # 0: fixed windows, as before

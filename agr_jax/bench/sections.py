@@ -73,7 +73,7 @@ def model(spec: ModelSpec, suite: Any, peak_tflops: float,
     if bench is None:
         out["skipped"][f"step.{spec.key}"] = why
         return out
-    row = measure(bench, suite.steps, suite.windows, peak_tflops)
+    row = measure(bench, suite.steps, suite.windows, peak_tflops, suite.window_s)
     _compiled[repr(spec)] = bench
     if suite.accelerator:
         row["img_s_per_device"] = row["img_s"] / bench.num_devices
@@ -87,12 +87,15 @@ def model(spec: ModelSpec, suite: Any, peak_tflops: float,
                 f"PyTorch reference unavailable ({e}); `pip install torch==2.13.0` and run "
                 "from the repository root (benchmarks/ is not part of the package)")
         else:
-            out["vs_pytorch"] = _vs_pytorch(bench, suite, TorchStepProcess)
+            out["vs_pytorch"] = _vs_pytorch(bench, suite, TorchStepProcess,
+                                             row["window_steps"])
     return out
 
 
-def _vs_pytorch(bench: StepBench, suite: Any, torch_process: Any) -> dict[str, Any]:
-    """Ours and PyTorch's step, alternating windows on the same cores; ratio of medians.
+def _vs_pytorch(bench: StepBench, suite: Any, torch_process: Any,
+                steps: int) -> dict[str, Any]:
+    """Ours and PyTorch's step, alternating windows of `steps` steps (the step section's
+    window size) on the same cores; ratio of medians.
 
     PyTorch runs in a child process of its own (`TorchStepProcess`: the same malloc
     settings, libgomp's default wait policy, its threads asleep while ours run). Each window
@@ -108,19 +111,20 @@ def _vs_pytorch(bench: StepBench, suite: Any, torch_process: Any) -> dict[str, A
         ref.time_window(1)
         for _ in range(suite.vs_pytorch_windows):
             bench.time_window(1)
-            ours.append(bench.time_window(suite.steps))
+            ours.append(bench.time_window(steps))
             ref.time_window(1)
-            theirs.append(ref.time_window(suite.steps))
+            theirs.append(ref.time_window(steps))
         version = ref.version
     bench.check_no_recompile()
-    ours_img_s = spec.batch * suite.steps / statistics.median(ours)
-    torch_img_s = spec.batch * suite.steps / statistics.median(theirs)
+    ours_img_s = spec.batch * steps / statistics.median(ours)
+    torch_img_s = spec.batch * steps / statistics.median(theirs)
     return {
         "ratio": ours_img_s / torch_img_s,
         "img_s": ours_img_s,
         "torch_img_s": torch_img_s,
         "window_ratios": [t / o for o, t in zip(ours, theirs, strict=True)],
         "batch": spec.batch,
+        "window_steps": steps,
         "image_size": spec.image_size,
         "devices": bench.num_devices,
         "torch": f"{version} eager in its own process, channels_last, flush denormals, "

@@ -10,6 +10,7 @@ steady step. A trace counter turns any recompilation after step 1 into an error.
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 import time
 from typing import Any
@@ -124,15 +125,28 @@ class StepBench:
             )
 
 
-def measure(bench: StepBench, steps: int, windows: int, peak_tflops: float) -> dict[str, Any]:
-    """Median over `windows` windows of `steps` steps, after compile and one warm-up window.
+def window_steps(min_steps: int, step_s: float, window_s: float) -> int:
+    """Steps per timed window: at least `min_steps`, and enough to last `window_s` seconds.
+
+    Windows of a fixed step count last ~0.27 s for RoR on the 2-core host, where one
+    scheduler hiccup moves a window by 10-30 %; a window of about a second averages them.
+    """
+    if window_s <= 0 or step_s <= 0:
+        return min_steps
+    return max(min_steps, math.ceil(window_s / step_s))
+
+
+def measure(bench: StepBench, steps: int, windows: int, peak_tflops: float,
+            window_s: float = 0.0) -> dict[str, Any]:
+    """Median over `windows` timed windows, after compile and one warm-up window of `steps`
+    steps, which also sizes the timed windows (`window_steps`).
 
     A whole untimed window, not one step: the heap grows to its steady size over the first
     steps (host_memory.py), and with one warm-up step the first timed window of RoR on two
     CPU devices read 496 img/s against 746-757 for the next two (2026-12-02).
     """
     first = bench.first_call()
-    bench.time_window(steps)
+    steps = window_steps(steps, bench.time_window(steps) / steps, window_s)
     times = [bench.time_window(steps) for _ in range(windows)]
     bench.check_no_recompile()
     sec = statistics.median(times) / steps
@@ -151,6 +165,7 @@ def measure(bench: StepBench, steps: int, windows: int, peak_tflops: float) -> d
         "devices": bench.num_devices,
         "params": bench.num_params,
         "model_kwargs": dict(bench.spec.kwargs),
+        "window_steps": steps,
         "window_img_s": [bench.spec.batch * steps / t for t in times],
         "traces": bench.traces,
     }

@@ -34,10 +34,11 @@ class Suite:
     """Settings of one benchmark run; `SUITES` holds the named ones."""
 
     models: list[ModelSpec]
-    steps: int = 3  # steps per timed window
+    steps: int = 3  # steps per timed window, at least
+    window_s: float = 0.0  # and enough steps for a window this long (0: exactly `steps`)
     windows: int = 3  # median over windows
     vs_pytorch: tuple[str, ...] = ()  # model names compared against benchmarks/torch_reference
-    vs_pytorch_windows: int = 5  # alternating rounds (ours, PyTorch) per comparison
+    vs_pytorch_windows: int = 7  # alternating rounds (ours, PyTorch) per comparison
     pipeline_image_size: int = 64
     pipeline_batch: int = 128
     pipeline_workers: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
@@ -67,6 +68,7 @@ def _cpu_suite() -> Suite:
         ],
         # bfloat16 keys: ours in bfloat16 against PyTorch under bfloat16 autocast.
         vs_pytorch=("ror", "resnet18", "ror_bfloat16", "resnet18_bfloat16"),
+        window_s=1.0,
     )
 
 
@@ -80,6 +82,7 @@ def _accelerator_suite() -> Suite:
             ModelSpec("xception", 224, 128, "float32", {}),
         ],
         steps=20,
+        window_s=1.0,
         windows=3,
         pipeline_batch=256,
         pipeline_batches=40,
@@ -219,8 +222,10 @@ def format_report(report: dict[str, Any]) -> str:
                      f"{r['flops_per_img'] / 1e9:>11.3f}{r['achieved_tflops']:>9.4f}{util:>7}"
                      + mfu)
     for key, r in report.get("vs_pytorch", {}).items():
+        rounds = r["window_ratios"]
         lines.append(f"vs_pytorch {key:<18} ours {r['img_s']:.1f} img/s, PyTorch "
-                     f"{r['torch_img_s']:.1f} img/s: ratio {r['ratio']:.2f}")
+                     f"{r['torch_img_s']:.1f} img/s: ratio {r['ratio']:.2f} ({len(rounds)} "
+                     f"rounds of {r['window_steps']} steps: {min(rounds):.2f}-{max(rounds):.2f})")
     if "pipeline" in report:
         p = report["pipeline"]
         workers = ", ".join(f"{w} worker(s) {v:,.0f}" for w, v in p["img_s"].items())
