@@ -128,8 +128,9 @@ class StepBench:
 def window_steps(min_steps: int, step_s: float, window_s: float) -> int:
     """Steps per timed window: at least `min_steps`, and enough to last `window_s` seconds.
 
-    Windows of a fixed step count last ~0.27 s for RoR on the 2-core host, where one
-    scheduler hiccup moves a window by 10-30 %; a window of about a second averages them.
+    Windows of a fixed 3 steps last ~0.27 s for RoR on the 2-core host, where consecutive
+    windows of the same step read up to 10-30 % apart (2026-12-03); longer windows average
+    more of that noise out.
     """
     if window_s <= 0 or step_s <= 0:
         return min_steps
