@@ -12,7 +12,7 @@ from conftest import FAST_COMPILE
 from agr_jax import models, tasks
 from agr_jax.train.optim import make_optimizer
 from agr_jax.train.state import create_train_state, ema_decay_at, eval_variables
-from agr_jax.train.step import make_eval_step, make_train_step
+from agr_jax.train.step import make_eval_step, make_train_step, mean_over_devices
 
 SPEC = tasks.TaskSpec()
 jit = functools.partial(jax.jit, compiler_options=FAST_COMPILE)  # tiny model: compile-bound
@@ -140,3 +140,29 @@ def test_ema_tracks_params_and_is_what_eval_uses():
     np.testing.assert_allclose(eval_step(state, batch)["gender_prob"],
                                jax.nn.softmax(averaged), rtol=1e-5, atol=1e-6)
     assert not np.allclose(eval_step(state, batch)["loss"], eval_step(raw, batch)["loss"])
+
+
+@pytest.mark.parametrize("flat", [True, False])
+def test_mean_over_devices_matches_per_leaf_means(flat):
+    """The flat form (one all-reduce, the CPU default) is the same per-leaf mean, dtypes kept."""
+    rng = np.random.default_rng(0)
+    tree = {
+        "conv": {"kernel": rng.normal(size=(4, 3, 3, 2, 5)).astype(np.float32)},
+        "bias": rng.normal(size=(4, 5)).astype(np.float32),
+        "half": rng.normal(size=(4, 7)).astype(jnp.bfloat16),
+        "scalar": rng.normal(size=(4,)).astype(np.float32),
+    }
+
+    def mean(t):
+        return mean_over_devices(t, "devices", flat=flat)
+
+    out = jax.vmap(mean, axis_name="devices")(tree)
+    for path, leaf in jax.tree.leaves_with_path(tree):
+        got = functools.reduce(lambda t, k: t[k.key], path, out)
+        assert got.dtype == leaf.dtype, path
+        want = np.broadcast_to(np.mean(np.asarray(leaf, np.float32), 0), leaf.shape)
+        tol = 1e-2 if leaf.dtype == jnp.bfloat16 else 1e-6  # per leaf: a bf16 mean in bf16
+        np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=tol, atol=tol)
+    jaxpr = str(jax.make_jaxpr(jax.vmap(mean, axis_name="devices"))(tree))
+    assert jaxpr.count("psum") == (1 if flat else 4)
+    assert mean_over_devices(tree, None) is tree
