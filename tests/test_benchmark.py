@@ -56,7 +56,7 @@ def tiny_report(tmp_path_factory):
         steps=2, windows=2, vs_pytorch=("ror",), vs_pytorch_windows=2,  # no torch: skip path
         pipeline_image_size=16, pipeline_batch=8, pipeline_workers=1, pipeline_sample=48,
         pipeline_batches=3, inference_batch=8, peak_matmul_size=256, synthetic_num=80,
-        loop_steps=2,
+        loop_steps=2, loop_windows=2,
         accelerator=True,  # adds per-device img/s and MFU (None: no bf16 peak known for CPU)
     )
     work = tmp_path_factory.mktemp("bench")

@@ -159,16 +159,20 @@ def test_bad_arguments(train_source):
                               seed=0, shard_index=2, shard_count=2)
 
 
+@pytest.mark.parametrize("contiguous", [True, False])
 @pytest.mark.parametrize("flip", [True, False])
 @pytest.mark.parametrize("pad", [0, 1, 4])
-def test_augment_batch_equals_flip_pad_crop(flip, pad):
-    """The two-`take` augmentation gives exactly flip -> np.pad(reflect) -> crop, with the
-    flip and offsets its hash draws name."""
+def test_augment_batch_equals_flip_pad_crop(flip, pad, contiguous):
+    """The batched augmentation gives exactly flip -> np.pad(reflect) -> crop, with the
+    flip and offsets its hash draws name (also into a batch that is a strided view)."""
     images = np.random.default_rng(1).integers(0, 255, (40, 12, 12, 3), dtype=np.uint8)
     aug = pipeline._validate_augment({"flip": flip, "pad_crop": pad})
     draws = pipeline.augment_draws(7, np.arange(100, 140))
     u = pipeline._unit(draws)
-    got = pipeline.augment_batch(images.copy(), draws, aug)
+    target = images.copy() if contiguous else np.zeros((40, 12, 12, 4), np.uint8)[..., :3]
+    target[...] = images
+    got = pipeline.augment_batch(target, draws, aug)
+    assert got is target
     flips = 0
     for i, img in enumerate(images):
         do_flip = flip and u[i, 0] < 0.5

@@ -151,7 +151,8 @@ def loop(spec: ModelSpec, data_dir: Path | None, work_dir: Path, suite: Any,
         source = decoded_cache.maybe_cached(
             data.source, data.tfds_dir, "train", spec.image_size,
             float(defaults.get_config().data.decoded_cache_gb))
-    out = loop_bench.run(bench, source, suite.loop_steps, suite.windows, suite.loop_workers)
+    out = loop_bench.run(bench, source, suite.loop_steps, suite.loop_windows,
+                         suite.loop_workers)
     out["decoded_cache"] = source is not data.source
     return out
 
