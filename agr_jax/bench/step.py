@@ -139,14 +139,16 @@ def window_steps(min_steps: int, step_s: float, window_s: float) -> int:
 
 def measure(bench: StepBench, steps: int, windows: int, peak_tflops: float,
             window_s: float = 0.0) -> dict[str, Any]:
-    """Median over `windows` timed windows, after compile and one warm-up window of `steps`
-    steps, which also sizes the timed windows (`window_steps`).
+    """Median over `windows` timed windows, after compile, one warm-up window of `steps`
+    steps and one more that sizes the timed windows (`window_steps`).
 
     A whole untimed window, not one step: the heap grows to its steady size over the first
     steps (host_memory.py), and with one warm-up step the first timed window of RoR on two
-    CPU devices read 496 img/s against 746-757 for the next two (2026-12-02).
+    CPU devices read 496 img/s against 746-757 for the next two (2026-12-02). Sized from
+    the warm-up window itself, RoR's windows got 5-6 steps (~0.5 s) instead of a second's.
     """
     first = bench.first_call()
+    bench.time_window(steps)
     steps = window_steps(steps, bench.time_window(steps) / steps, window_s)
     times = [bench.time_window(steps) for _ in range(windows)]
     bench.check_no_recompile()
