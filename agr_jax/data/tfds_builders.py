@@ -23,6 +23,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from agr_jax.data import utkface
+from agr_jax.data.array_record_rows import ArrayRecordRows
 from agr_jax.data.example_proto import columns, first_values
 
 log = logging.getLogger(__name__)
@@ -234,6 +235,9 @@ def load_split(tfds_dir: str | Path, split: str) -> NormalizedSource:
     like "train[:10%]"). Items: {image: bytes, age/gender/race: np.int32, file_name: str,
     timestamp: str}."""
     builder = tfds.builder_from_directory(str(resolve_dir(tfds_dir)))
+    if builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:
+        rows = ArrayRecordRows.from_file_instructions(builder.info.splits[split].file_instructions)
+        return NormalizedSource(rows, raw=True)
     raw = tfds.decode.DeserializeMethod.RAW_BYTES
     return NormalizedSource(builder.as_data_source(split=split, deserialize_method=raw), raw=True)
 
