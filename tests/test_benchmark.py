@@ -3,6 +3,7 @@
 import importlib.util
 import math
 import os
+import statistics
 import threading
 
 import flax.linen as nn
@@ -55,7 +56,8 @@ def tiny_report(tmp_path_factory):
                 ModelSpec("not_a_model", 16, 8, "float32", {})],
         steps=2, windows=2, vs_pytorch=("ror",), vs_pytorch_windows=2,  # no torch: skip path
         pipeline_image_size=16, pipeline_batch=8, pipeline_workers=1, pipeline_sample=48,
-        pipeline_batches=3, inference_batch=8, peak_matmul_size=256, synthetic_num=80,
+        pipeline_batches=3, pipeline_windows=3, inference_batch=8, peak_matmul_size=256,
+        synthetic_num=80,
         loop_steps=2, loop_windows=2,
         accelerator=True,  # adds per-device img/s and MFU (None: no bf16 peak known for CPU)
     )
@@ -90,10 +92,16 @@ def test_report_has_every_section_with_sane_values(tiny_report):
     assert len(w["decode_limit_img_s"]) == len(w["one_worker_img_s"]) == 3
     assert p["decode_limit_img_s"] == sorted(w["decode_limit_img_s"])[1]
     assert p["img_s_per_worker"] == sorted(w["one_worker_img_s"])[1]
+    pairs = [o / d for o, d in zip(w["one_worker_img_s"], w["decode_limit_img_s"], strict=True)]
+    assert p["per_worker_vs_decode_limit"] == pytest.approx(sorted(pairs)[1])
+    assert p["per_worker_vs_decode_limit_of_medians"] == pytest.approx(
+        p["img_s_per_worker"] / p["decode_limit_img_s"])
     # Windows of 2 sub-millisecond steps: the ratio itself is noise here, its parts are not.
     lp = r["loop"]
     assert lp["loop_img_s"] > 0 and lp["step_img_s"] > 0
-    assert r["loop_efficiency"] == pytest.approx(lp["loop_img_s"] / lp["step_img_s"])
+    assert lp["ratio_of_medians"] == pytest.approx(lp["loop_img_s"] / lp["step_img_s"])
+    assert r["loop_efficiency"] == lp["loop_efficiency"] == pytest.approx(
+        statistics.median(lp["window_ratios"]))
     assert r["loop"]["iterators_started"] == 2  # CPU: a fresh pipeline per window
     # As training by default: through the decoded cache; beside it, decoding every epoch.
     assert r["loop"]["decoded_cache"] and not r["loop_decode_every_epoch"]["decoded_cache"]
@@ -104,7 +112,8 @@ def test_report_has_every_section_with_sane_values(tiny_report):
     assert "loop_efficiency" in text and "ror" in text
     if HAS_TORCH:
         v = r["vs_pytorch"]["ror"]
-        assert v["ratio"] == pytest.approx(v["img_s"] / v["torch_img_s"])
+        assert v["ratio_of_medians"] == pytest.approx(v["img_s"] / v["torch_img_s"])
+        assert v["ratio"] == pytest.approx(statistics.median(v["window_ratios"]))
         assert len(v["window_ratios"]) == 2 and v["window_steps"] == step["window_steps"]
     else:
         assert "torch" in r["skipped"]["vs_pytorch.ror"].lower()
@@ -174,6 +183,16 @@ def test_alternate_interleaves_arms_and_prints_medians(capsys):
     print_medians("title", values, ".1f")
     assert capsys.readouterr().out.splitlines() == [
         "title", "  a  median 3.0   1.0 3.0 5.0", "  b  median 0.5   0.5 0.5 0.5"]
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    from agr_jax.bench.alternate import paired_ratio
+
+    # Round 2 ran under load on both arms: its pair still reads 2; the arms' medians
+    # (4 and 3) come from different rounds and read 1.33.
+    assert paired_ratio([4.0, 40.0, 2.0], [2.0, 20.0, 3.0]) == 2.0
+    with pytest.raises(ValueError, match="equally many rounds"):
+        paired_ratio([1.0], [1.0, 2.0])
 
 
 def test_isolate_runs_a_section_in_a_fresh_process_with_its_cpu_split():

@@ -20,6 +20,7 @@ from agr_jax.bench import inference as inference_bench
 from agr_jax.bench import loop as loop_bench
 from agr_jax.bench import peaks
 from agr_jax.bench import pipeline as pipeline_bench
+from agr_jax.bench.alternate import paired_ratio
 from agr_jax.bench.step import ModelSpec, StepBench, measure
 from agr_jax.data import decoded_cache
 
@@ -95,7 +96,7 @@ def model(spec: ModelSpec, suite: Any, peak_tflops: float,
 def _vs_pytorch(bench: StepBench, suite: Any, torch_process: Any,
                 steps: int) -> dict[str, Any]:
     """Ours and PyTorch's step, alternating windows of `steps` steps (the step section's
-    window size) on the same cores; ratio of medians.
+    window size) on the same cores; the ratio is the median of the per-round ratios.
 
     PyTorch runs in a child process of its own (`TorchStepProcess`: the same malloc
     settings, libgomp's default wait policy, its threads asleep while ours run). Each window
@@ -119,7 +120,8 @@ def _vs_pytorch(bench: StepBench, suite: Any, torch_process: Any,
     ours_img_s = spec.batch * steps / statistics.median(ours)
     torch_img_s = spec.batch * steps / statistics.median(theirs)
     return {
-        "ratio": ours_img_s / torch_img_s,
+        "ratio": paired_ratio(theirs, ours),
+        "ratio_of_medians": ours_img_s / torch_img_s,
         "img_s": ours_img_s,
         "torch_img_s": torch_img_s,
         "window_ratios": [t / o for o, t in zip(ours, theirs, strict=True)],
@@ -137,7 +139,7 @@ def pipeline(data_dir: Path | None, work_dir: Path, suite: Any) -> dict[str, Any
     data = pipeline_bench.prepare_data(data_dir, work_dir, suite.synthetic_num)
     return pipeline_bench.run(data, suite.pipeline_image_size, suite.pipeline_batch,
                               suite.pipeline_workers, suite.pipeline_sample,
-                              suite.pipeline_batches)
+                              suite.pipeline_batches, windows=suite.pipeline_windows)
 
 
 def loop(spec: ModelSpec, data_dir: Path | None, work_dir: Path, suite: Any,
