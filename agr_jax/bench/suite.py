@@ -46,11 +46,11 @@ class Suite:
     pipeline_batches: int = 48
     pipeline_windows: int = 5  # decode-limit / one-worker window pairs
     loop_workers: int = 0  # as configs/quickstart.py (data.worker_count)
-    loop_steps: int = 12  # timed steps per loop window (after the pipeline's buffers drain)
-    # Loop/step window pairs (median of the pair ratios): RoR's pairs read 0.80-1.06 apart
-    # in one run on the 2-core host (2026-12-03), where a median of 3 moved a target
-    # across 0.95.
-    loop_windows: int = 5
+    # Timed steps per loop window (after the pipeline's buffers drain), and loop/step window
+    # pairs (median of the pair ratios). RoR's pairs of 12-step windows read 0.85-1.08 in one
+    # run on the 2-core host (2026-12-03): longer windows and more pairs for a steadier median.
+    loop_steps: int = 24
+    loop_windows: int = 7
     inference_batch: int = 128
     synthetic_num: int = 2000  # images generated when no real data is found
     peak_matmul_size: int = 2048
