@@ -33,11 +33,13 @@ class ArrayRecordRows:
         if not instructions:
             raise ValueError("no ArrayRecord file instructions (empty split?)")
         self._files = [os.path.abspath(str(f)) for f, _, _ in instructions]
-        self._skips = np.asarray([int(s) for _, s, _ in instructions], np.int64)
+        skips = np.asarray([int(s) for _, s, _ in instructions], np.int64)
         takes = np.asarray([int(t) for _, _, t in instructions], np.int64)
-        if (takes < 0).any() or (self._skips < 0).any():
+        if (takes < 0).any() or (skips < 0).any():
             raise ValueError(f"negative skip/take in ArrayRecord instructions {instructions}")
         self._ends = np.cumsum(takes)  # exclusive end of each instruction's rows
+        # Row `key` of instruction k is record `key + shift[k]` of its file.
+        self._shifts = skips - (self._ends - takes)
         self._readers: dict[int, ArrayRecordReader] = {}
 
     @classmethod
@@ -58,8 +60,7 @@ class ArrayRecordRows:
             raise IndexError(f"record {int(bad)} out of range for {len(self)} records "
                              f"in {self._files}")
         instruction = np.searchsorted(self._ends, keys, side="right")
-        starts = np.concatenate([[0], self._ends[:-1]])
-        positions = keys - starts[instruction] + self._skips[instruction]
+        positions = keys + self._shifts[instruction]
         out: list[bytes] = [b""] * keys.size
         for k in np.unique(instruction).tolist():
             rows = np.flatnonzero(instruction == k)
