@@ -32,9 +32,14 @@ def print_medians(title: str, values: dict[str, list[float]], fmt: str) -> None:
               + " ".join(f"{v:{fmt}}" for v in series))
 
 
-def paired_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> float:
-    """Median over rounds of numerator / denominator (the suite's ratio of two arms)."""
+def round_ratios(numerators: Sequence[float], denominators: Sequence[float]) -> list[float]:
+    """numerator / denominator of each round."""
     if not numerators or len(numerators) != len(denominators):
         raise ValueError(f"need equally many rounds per arm, got {len(numerators)} and "
                          f"{len(denominators)}")
-    return statistics.median(n / d for n, d in zip(numerators, denominators, strict=True))
+    return [n / d for n, d in zip(numerators, denominators, strict=True)]
+
+
+def paired_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> float:
+    """Median over rounds of numerator / denominator (the suite's ratio of two arms)."""
+    return statistics.median(round_ratios(numerators, denominators))

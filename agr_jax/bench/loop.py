@@ -24,7 +24,7 @@ from typing import Any
 import jax
 
 from agr_jax.bench import pipeline as pipeline_bench
-from agr_jax.bench.alternate import paired_ratio
+from agr_jax.bench.alternate import round_ratios
 from agr_jax.bench.step import StepBench
 from agr_jax.data import pipeline
 from agr_jax.train.prefetch import DevicePrefetcher
@@ -87,6 +87,7 @@ def run(bench: StepBench, source: Any, steps: int, windows: int, workers: int,
         it.close()
     del batches, it
     bench.check_no_recompile()
+    ratios = round_ratios(pure_t, loop_t)
     loop_img_s = spec.batch * steps / statistics.median(loop_t)
     pure_img_s = spec.batch * steps / statistics.median(pure_t)
     return {
@@ -98,7 +99,7 @@ def run(bench: StepBench, source: Any, steps: int, windows: int, workers: int,
         "iterators_started": iterators,
         "loop_img_s": loop_img_s,
         "step_img_s": pure_img_s,
-        "loop_efficiency": paired_ratio(pure_t, loop_t),
+        "loop_efficiency": statistics.median(ratios),  # = alternate.paired_ratio
         "ratio_of_medians": loop_img_s / pure_img_s,
-        "window_ratios": [p / q for p, q in zip(pure_t, loop_t, strict=True)],
+        "window_ratios": ratios,
     }

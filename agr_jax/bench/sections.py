@@ -20,7 +20,7 @@ from agr_jax.bench import inference as inference_bench
 from agr_jax.bench import loop as loop_bench
 from agr_jax.bench import peaks
 from agr_jax.bench import pipeline as pipeline_bench
-from agr_jax.bench.alternate import paired_ratio
+from agr_jax.bench.alternate import round_ratios
 from agr_jax.bench.step import ModelSpec, StepBench, measure
 from agr_jax.data import decoded_cache
 
@@ -117,14 +117,15 @@ def _vs_pytorch(bench: StepBench, suite: Any, torch_process: Any,
             theirs.append(ref.time_window(steps))
         version = ref.version
     bench.check_no_recompile()
+    ratios = round_ratios(theirs, ours)
     ours_img_s = spec.batch * steps / statistics.median(ours)
     torch_img_s = spec.batch * steps / statistics.median(theirs)
     return {
-        "ratio": paired_ratio(theirs, ours),
+        "ratio": statistics.median(ratios),  # = alternate.paired_ratio
         "ratio_of_medians": ours_img_s / torch_img_s,
         "img_s": ours_img_s,
         "torch_img_s": torch_img_s,
-        "window_ratios": [t / o for o, t in zip(ours, theirs, strict=True)],
+        "window_ratios": ratios,
         "batch": spec.batch,
         "window_steps": steps,
         "image_size": spec.image_size,
