@@ -35,6 +35,9 @@ def get_config() -> config_dict.ConfigDict:
     c.data.augment = config_dict.ConfigDict(
         dict(flip=True, rotate_deg=0.0, pad_crop=0, noise_std=0.0)
     )
+    # Where flip and pad-crop run: "auto" = inside the train step unless rotation or noise
+    # is asked for (then all on the host), "host", or "device" (data/pipeline.py AUGMENT_ON).
+    c.data.augment_on = "auto"
 
     c.model = config_dict.ConfigDict()
     c.model.name = "ror"

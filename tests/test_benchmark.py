@@ -106,10 +106,14 @@ def test_report_has_every_section_with_sane_values(tiny_report):
     # As training by default: through the decoded cache; beside it, decoding every epoch.
     assert r["loop"]["decoded_cache"] and not r["loop_decode_every_epoch"]["decoded_cache"]
     assert r["loop_decode_every_epoch"]["loop_efficiency"] > 0
+    # Flip and pad-crop in the step by default (data.augment_on "auto"); on the host beside it.
+    assert lp["augment_on"] == r["loop_decode_every_epoch"]["augment_on"] == "device"
+    assert r["loop_host_augment"]["augment_on"] == "host"
+    assert r["loop_host_augment"]["loop_efficiency"] > 0
     assert r["inference"]["img_s"] > 0 and r["inference"]["images"] == 2 * 48  # two rounds
     assert set(r["targets"]) >= {"loop_efficiency", "pipeline_vs_naive", "vs_pytorch.ror"}
     text = suite.format_report(r)
-    assert "loop_efficiency" in text and "ror" in text
+    assert "loop_efficiency" in r["targets"] and "loop_host_augment" in text and "ror" in text
     if HAS_TORCH:
         v = r["vs_pytorch"]["ror"]
         assert v["ratio_of_medians"] == pytest.approx(v["img_s"] / v["torch_img_s"])
@@ -240,7 +244,7 @@ def test_each_model_section_runs_on_its_own_cpu_split_unless_the_flag_says(monke
     two = suite.Suite(models=[ModelSpec("ror", 16, 8, cpu_devices=2), ModelSpec("resnet18", 16, 8)])
     suite.run_suite(two, None, tmp_path)
     assert calls == [("machine", 0), ("model", 2), ("model", 0), ("pipeline", 0), ("loop", 2),
-                     ("loop", 2), ("inference", 2)]
+                     ("loop", 2), ("loop", 2), ("inference", 2)]
     calls.clear()
     suite.run_suite(two, None, tmp_path, cpu_devices=1)  # --cpu_devices 1 wins everywhere
     assert {devices for _, devices in calls} == {1}

@@ -58,15 +58,18 @@ def run(bench: StepBench, source: Any, steps: int, windows: int, workers: int,
         restart_iterator: bool | None = None) -> dict[str, Any]:
     """The `loop_efficiency` section; `bench` must be compiled already (same executable).
 
+    The pipeline augments as `pipeline_bench.AUGMENT` says, leaving flip and pad-crop to the
+    step when the bench's step does them (`StepBench.device_augment`), on the host otherwise.
     `restart_iterator`: close the pipeline before each pure window (default: on CPU only).
     """
     spec = bench.spec
     if restart_iterator is None:
         restart_iterator = jax.default_backend() == "cpu"
+    augment_on = "host" if bench.device_augment is None else "device"
     ds = pipeline.make_dataset(
         source, image_size=spec.image_size, batch_size=spec.batch, train=True, seed=0,
         augment=pipeline_bench.AUGMENT, worker_count=workers, read_threads=READ_THREADS,
-        worker_buffer_size=WORKER_BUFFER,
+        worker_buffer_size=WORKER_BUFFER, augment_on=augment_on,
     )
     drain = buffered_batches(workers)
     loop_t, pure_t = [], []
@@ -94,6 +97,8 @@ def run(bench: StepBench, source: Any, steps: int, windows: int, workers: int,
         "model": spec.key,
         "batch": spec.batch,
         "workers": workers,
+        "augment": dict(pipeline_bench.AUGMENT),
+        "augment_on": augment_on,
         "timed_steps": steps,
         "drained_steps": drain,
         "iterators_started": iterators,

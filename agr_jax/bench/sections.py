@@ -23,6 +23,7 @@ from agr_jax.bench import pipeline as pipeline_bench
 from agr_jax.bench.alternate import round_ratios
 from agr_jax.bench.step import ModelSpec, StepBench, measure
 from agr_jax.data import decoded_cache
+from agr_jax.data import pipeline as data_pipeline
 
 
 def machine(dtypes: list[str], peak_matmul_size: int) -> dict[str, Any]:
@@ -42,28 +43,31 @@ def machine(dtypes: list[str], peak_matmul_size: int) -> dict[str, Any]:
             "table_peak": peaks.device_peak_tflops(devices[0].device_kind)}
 
 
-def _build_bench(spec: ModelSpec) -> tuple[StepBench | None, str | None]:
+def _build_bench(spec: ModelSpec, device_augment: dict | None = None
+                 ) -> tuple[StepBench | None, str | None]:
     if spec.name not in models.BACKBONES:
         return None, f"model {spec.name!r} is not registered (have {models.available()})"
     try:
-        return StepBench(spec), None
+        return StepBench(spec, device_augment=device_augment), None
     except TypeError as e:  # constructor options of a registry entry that differs
         return None, f"cannot build {spec.name} with {spec.kwargs}: {e}"
 
 
-_compiled: dict[str, StepBench] = {}  # in one process (--noisolate): compile each spec once
+# In one process (--noisolate): compile each (spec, step-side augmentation) once.
+_compiled: dict[tuple[str, str], StepBench] = {}
 
 
-def _compiled_bench(spec: ModelSpec) -> StepBench:
+def _compiled_bench(spec: ModelSpec, device_augment: dict | None = None) -> StepBench:
     """A bench past its compile and one steady step, for the sections that time other work."""
-    if repr(spec) not in _compiled:
-        bench, why = _build_bench(spec)
+    key = (repr(spec), repr(device_augment))
+    if key not in _compiled:
+        bench, why = _build_bench(spec, device_augment)
         if bench is None:
             raise ValueError(why)
         bench.first_call()
         bench.time_window(1)
-        _compiled[repr(spec)] = bench
-    return _compiled[repr(spec)]
+        _compiled[key] = bench
+    return _compiled[key]
 
 
 def model(spec: ModelSpec, suite: Any, peak_tflops: float,
@@ -75,7 +79,7 @@ def model(spec: ModelSpec, suite: Any, peak_tflops: float,
         out["skipped"][f"step.{spec.key}"] = why
         return out
     row = measure(bench, suite.steps, suite.windows, peak_tflops, suite.window_s)
-    _compiled[repr(spec)] = bench
+    _compiled[(repr(spec), repr(None))] = bench
     if suite.accelerator:
         row["img_s_per_device"] = row["img_s"] / bench.num_devices
         row["mfu"] = row["achieved_tflops"] / table_peak[1] if table_peak else None
@@ -144,10 +148,12 @@ def pipeline(data_dir: Path | None, work_dir: Path, suite: Any) -> dict[str, Any
 
 
 def loop(spec: ModelSpec, data_dir: Path | None, work_dir: Path, suite: Any,
-         through_decoded_cache: bool) -> dict[str, Any]:
-    """`loop` (as training runs by default: through the decoded cache) or, with
-    `through_decoded_cache=False`, `loop_decode_every_epoch`."""
-    bench = _compiled_bench(spec)
+         through_decoded_cache: bool, augment_on: str) -> dict[str, Any]:
+    """`loop` as training runs by default (through the decoded cache, flip and pad-crop
+    where `data.augment_on` puts them), or a variant: `through_decoded_cache=False`
+    (`loop_decode_every_epoch`), `augment_on="host"` (`loop_host_augment`)."""
+    on_device = data_pipeline.augments_on_device(pipeline_bench.AUGMENT, augment_on)
+    bench = _compiled_bench(spec, pipeline_bench.AUGMENT if on_device else None)
     data = pipeline_bench.prepare_data(data_dir, work_dir, suite.synthetic_num)
     source = data.source
     if through_decoded_cache:

@@ -13,12 +13,14 @@ import dataclasses
 import math
 import statistics
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
 
 from agr_jax import models, tasks
+from agr_jax.data import pipeline
 from agr_jax.models.flops import forward_flops
 from agr_jax.train.optim import make_optimizer
 from agr_jax.train.parallel import DataParallel
@@ -50,22 +52,34 @@ class RecompiledError(RuntimeError):
     pass
 
 
-def random_batch(batch: int, image_size: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """A batch with the pipeline's keys, shapes and dtypes (so the same executable serves both)."""
+def random_batch(batch: int, image_size: int, seed: int = 0,
+                 device_augment: Mapping | None = None) -> dict[str, np.ndarray]:
+    """A batch with the pipeline's keys, shapes and dtypes (so the same executable serves
+    both); with `device_augment`, also the flip and crop draws the step applies (as the
+    pipeline sends them with `augment_on` "device")."""
     rng = np.random.default_rng(seed)
-    return {
+    out = {
         "image": rng.integers(0, 256, (batch, image_size, image_size, 3), dtype=np.uint8),
         "age": rng.uniform(1, 100, batch).astype(np.float32),
         "gender": rng.integers(0, 2, batch).astype(np.int32),
         "race": rng.integers(0, 5, batch).astype(np.int32),
     }
+    if device_augment is not None:
+        draws = pipeline.augment_draws(seed, np.arange(batch))
+        out[pipeline.FLIP_CROP] = pipeline.flip_crop_params(draws, device_augment)
+    return out
 
 
 class StepBench:
-    """Builds model + state + jitted step once; `time_window(n)` runs n steps and blocks."""
+    """Builds model + state + jitted step once; `time_window(n)` runs n steps and blocks.
 
-    def __init__(self, spec: ModelSpec, seed: int = 0):
+    `device_augment`: the augmentation the step applies itself (`random_batch`), for
+    timing the same executable as a pipeline with `augment_on` "device" feeds.
+    """
+
+    def __init__(self, spec: ModelSpec, seed: int = 0, device_augment: Mapping | None = None):
         self.spec = spec
+        self.device_augment = device_augment
         self.task_spec = tasks.TaskSpec()
         self.parallel = DataParallel.create("shard_map" if jax.local_device_count() > 1
                                             else "none")
@@ -89,7 +103,7 @@ class StepBench:
             return body(state, batch)
 
         self.step = self.parallel.train_step(counted)
-        self.batch = self.put(random_batch(spec.batch, spec.image_size, seed))
+        self.batch = self.put(random_batch(spec.batch, spec.image_size, seed, device_augment))
         self.compile_s: float | None = None
         self.last_metrics: Any = None
 

@@ -5,8 +5,9 @@ Sections (keys of the report): `peak` (measured matmul TFLOP/s per dtype), `step
 `targets` (met or not) and `skipped` (why a section or model did not run).
 
 `loop` runs the pipeline as training does by default (through the decoded cache,
-`data.decoded_cache_gb`); `loop_decode_every_epoch` is the same loop decoding every JPEG
-each time, for comparison.
+`data.decoded_cache_gb`; flip and pad-crop inside the step, `data.augment_on="auto"`);
+`loop_decode_every_epoch` is the same loop decoding every JPEG each time, and
+`loop_host_augment` the same loop flipping and cropping on the host, for comparison.
 
 By default every section runs in a fresh process of its own (`bench/isolate.py` says why);
 `meta.sections_isolated` records which way a report was made.
@@ -119,6 +120,11 @@ def get_suite(name: str, model_names: list[str] | None = None) -> Suite:
     return suite
 
 
+# (report key, through the decoded cache, data.augment_on): the first is training's default.
+LOOP_VARIANTS = (("loop", True, "auto"), ("loop_decode_every_epoch", False, "auto"),
+                 ("loop_host_augment", True, "host"))
+
+
 def _skip(report: dict, what: str, why: str) -> None:
     log.warning("skipped %s: %s", what, why)
     report["skipped"][what] = why
@@ -179,9 +185,9 @@ def run_suite(suite: Suite, data_dir: Path | None, work_dir: Path, isolate: bool
         _skip(report, "inference", "no model could be benchmarked")
     else:
         log.info("loop efficiency %s", first.key)
-        for key, cached in (("loop", True), ("loop_decode_every_epoch", False)):
+        for key, cached, augment_on in LOOP_VARIANTS:
             report[key] = call_for(first, sections.loop, first, data_dir, work_dir, suite,
-                                   cached)
+                                   cached, augment_on)
         report["loop_efficiency"] = report["loop"]["loop_efficiency"]
         log.info("inference %s", first.key)
         report["inference"] = call_for(first, sections.inference, first, data_dir, work_dir,
@@ -236,12 +242,14 @@ def format_report(report: dict[str, Any]) -> str:
         workers = ", ".join(f"{w} worker(s) {v:,.0f}" for w, v in p["img_s"].items())
         lines.append(f"pipeline ({p['source']}): decode limit {p['decode_limit_img_s']:,.0f} "
                      f"img/s; pipeline {workers} img/s; naive {p['naive_img_s']:,.0f} img/s")
-    for key in ("loop", "loop_decode_every_epoch"):
+    for key, _, _ in LOOP_VARIANTS:
         if key in report:
             lp = report[key]
             how = "decoded cache" if lp["decoded_cache"] else "decoding every epoch"
-            lines.append(f"loop_efficiency {lp['loop_efficiency']:.3f} ({lp['model']}, {how}: "
-                         f"loop {lp['loop_img_s']:.1f} img/s, step {lp['step_img_s']:.1f} img/s)")
+            where = "in the step" if lp.get("augment_on") == "device" else "on the host"
+            lines.append(f"{key:<24} efficiency {lp['loop_efficiency']:.3f} ({lp['model']}, "
+                         f"{how}, flip + pad-crop {where}: loop {lp['loop_img_s']:.1f} img/s, "
+                         f"step {lp['step_img_s']:.1f} img/s)")
     if "inference" in report:
         lines.append(f"inference {report['inference']['img_s']:,.0f} img/s "
                      f"(JPEG bytes -> labels, batch {report['inference']['batch']})")

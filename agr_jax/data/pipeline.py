@@ -49,6 +49,11 @@ AUGMENT_KEYS = {
     "noise_std": "Gaussian noise std in [0, 1] pixel units, then clip (float)",
 }
 LABEL_DTYPES = {"age": np.float32, "gender": np.int32, "race": np.int32}
+# Where flip and pad-crop run: "host" (here, in LoadBatch), "device" (inside the jitted train
+# step, `train/device_augment.py`: the batch then carries FLIP_CROP instead of moved pixels),
+# or "auto" (the device whenever no rotation or noise is asked for).
+AUGMENT_ON = ("auto", "host", "device")
+FLIP_CROP = "flip_crop"
 
 
 def decode_image(data: bytes, size: int) -> np.ndarray:
@@ -88,6 +93,24 @@ def _validate_augment(augment: Mapping | None) -> dict[str, Any]:
     if out["rotate_deg"] < 0 or out["pad_crop"] < 0 or out["noise_std"] < 0:
         raise ValueError(f"augment values must be non-negative: {out}")
     return out
+
+
+def augments_on_device(augment: Mapping | None, augment_on: str) -> bool:
+    """Whether the train stream leaves flip and pad-crop to the step (see AUGMENT_ON).
+
+    Only those two can move: they are pure indexing. Rotation must come before the crop
+    and noise after it, so either one keeps all augmentation on the host.
+    """
+    if augment_on not in AUGMENT_ON:
+        raise ValueError(f"augment_on: expected one of {AUGMENT_ON}, got {augment_on!r}")
+    aug = _validate_augment(augment)
+    host_only = [k for k in ("rotate_deg", "noise_std") if aug[k] > 0]
+    if augment_on == "device" and host_only:
+        raise ValueError(
+            f"augment_on='device': {host_only} can only run on the host (flip and pad-crop "
+            "are the device-side augmentations); set them to 0 or use augment_on='auto'")
+    moves = aug["flip"] or aug["pad_crop"] > 0
+    return augment_on != "host" and moves and not host_only
 
 
 def _reflect(index: np.ndarray, n: int) -> np.ndarray:
@@ -135,6 +158,27 @@ def _unit(words: np.ndarray) -> np.ndarray:
     return (words >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
+def _geometry(draws: np.ndarray, aug: Mapping) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per record: flip (bool), rotation angle in degrees, crop offset (y, x) in [0, 2 pad]."""
+    u = _unit(draws)
+    flips = bool(aug["flip"]) & (u[:, 0] < 0.5)
+    angles = (2.0 * u[:, 1] - 1.0) * aug["rotate_deg"]
+    pad = int(aug["pad_crop"])
+    offsets = np.minimum((u[:, 2:4] * (2 * pad + 1)).astype(np.int64), 2 * pad)
+    return flips, angles, offsets
+
+
+def flip_crop_params(draws: np.ndarray, aug: Mapping) -> np.ndarray:
+    """int32 [N, 3] (flip, dy, dx): the flip and pad-crop `augment_batch` would apply, as the
+    shift of the crop window against the unpadded image (dy = offset y - pad), for
+    `train.device_augment` to apply inside the step."""
+    flips, _, offsets = _geometry(draws, aug)
+    out = np.empty((len(draws), 3), np.int32)
+    out[:, 0] = flips
+    out[:, 1:] = offsets - int(aug["pad_crop"])
+    return out
+
+
 def augment_batch(images: np.ndarray, draws: np.ndarray, aug: Mapping) -> np.ndarray:
     """Geometric + noise augmentation of a uint8 [N, H, W, 3] batch, in place.
 
@@ -142,11 +186,8 @@ def augment_batch(images: np.ndarray, draws: np.ndarray, aug: Mapping) -> np.nda
     rotation, flip and pad-crop read one reflect-padded copy of the whole batch (the same
     pixels as flipping, `np.pad(mode="reflect")` and slicing each image).
     """
-    u = _unit(draws)
-    flips = bool(aug["flip"]) & (u[:, 0] < 0.5)
-    angles = (2.0 * u[:, 1] - 1.0) * aug["rotate_deg"]
+    flips, angles, offsets = _geometry(draws, aug)
     pad = int(aug["pad_crop"])
-    offsets = np.minimum((u[:, 2:4] * (2 * pad + 1)).astype(np.int64), 2 * pad)
     if aug["rotate_deg"] > 0:
         _flip_rotate_pad_crop(images, flips, angles, offsets, pad)
     elif pad:
@@ -302,7 +343,7 @@ class LoadBatch:
 
     def __init__(self, source: Any, *, image_size: int, train: bool, augment: Mapping | None,
                  with_metadata: bool, seed: int, batch_size: int, shard_index: int,
-                 shard_count: int):
+                 shard_count: int, augment_on: str = "host"):
         self.source = source
         self.image_size = int(image_size)
         self.train = bool(train)
@@ -310,6 +351,7 @@ class LoadBatch:
         self.augmenting = self.train and (
             self.augment["flip"] or self.augment["rotate_deg"] > 0
             or self.augment["pad_crop"] > 0 or self.augment["noise_std"] > 0)
+        self.on_device = self.train and augments_on_device(self.augment, augment_on)
         self.with_metadata = with_metadata
         self.keys = ["image", *LABEL_DTYPES] + (["file_name"] if with_metadata else [])
         # A `data.decoded_cache.DecodedSource` serves decoded images; any other source, JPEGs.
@@ -333,7 +375,10 @@ class LoadBatch:
         if self.augmenting:
             first = (batch_index * self.shard_count + self.shard_index) * self.batch_size
             draws = augment_draws(self.seed, first + np.arange(len(indices)))
-            augment_batch(batch["image"], draws, self.augment)
+            if self.on_device:
+                batch[FLIP_CROP] = flip_crop_params(draws, self.augment)
+            else:
+                augment_batch(batch["image"], draws, self.augment)
         return batch
 
 
@@ -358,6 +403,7 @@ def make_dataset(
     with_metadata: bool = False,
     read_threads: int = 2,
     worker_buffer_size: int = 2,
+    augment_on: str = "host",
 ) -> grain.IterDataset:
     """Builds the grain pipeline over a random-access ``source`` of record dicts.
 
@@ -378,10 +424,12 @@ def make_dataset(
       with_metadata: add ``file_name`` (numpy str array) to each batch.
       read_threads: grain threads per process preparing upcoming batches.
       worker_buffer_size: batches each worker prepares ahead.
+      augment_on: where flip and pad-crop run (``AUGMENT_ON``); on the device, train
+        batches carry ``FLIP_CROP`` [B, 3] int32 and the images come unaugmented.
 
     Returns:
       A ``grain.IterDataset``; ``iter(ds)`` yields dicts {image uint8 [B,H,W,3], age
-      float32 [B], gender int32 [B], race int32 [B] (, file_name str [B])} and supports
+      float32 [B], gender int32 [B], race int32 [B] (, file_name str [B], flip_crop)} and supports
       ``get_state()`` / ``set_state()`` (``next_index`` = batches yielded, without workers).
     """
     if image_size < 1 or batch_size < 1:
@@ -396,7 +444,7 @@ def make_dataset(
         raise ValueError("empty data source")
     load = LoadBatch(source, image_size=image_size, train=train, augment=augment,
                      with_metadata=with_metadata, seed=seed, batch_size=batch_size,
-                     shard_index=shard_index, shard_count=shard_count)
+                     shard_index=shard_index, shard_count=shard_count, augment_on=augment_on)
     if train:
         ds = ShuffledIndexBatches(len(source), batch_size, seed, num_epochs, shard_index,
                                   shard_count, drop_remainder)

@@ -75,6 +75,7 @@ def make_train_iterator(
         train=True,
         seed=int(config.seed),
         augment=dict(config.data.augment),
+        augment_on=str(config.data.get("augment_on", "auto")),
         shard_index=jax.process_index(),
         shard_count=jax.process_count(),
         worker_count=int(config.data.worker_count),

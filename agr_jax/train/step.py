@@ -16,6 +16,8 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from agr_jax import tasks
+from agr_jax.data.pipeline import FLIP_CROP
+from agr_jax.train.device_augment import flip_pad_crop
 from agr_jax.train.state import TrainState, eval_variables, update_ema
 
 Batch = Mapping[str, jnp.ndarray]
@@ -52,17 +54,22 @@ def make_train_step(
     """`skip_nonfinite`: a step whose loss or gradient is NaN/Inf keeps the previous params,
     BN statistics and optimiser state (the step counter still advances); either way the
     metrics carry `nonfinite` (1.0 for such a step) for the host-side guard. `ema_decay`:
-    decay of `state.ema` (updated after the step when the state has one)."""
+    decay of `state.ema` (updated after the step when the state has one). A batch with
+    `FLIP_CROP` is flipped and cropped here first (`device_augment.py`)."""
 
     def train_step(state: TrainState, batch: Batch):
         rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
         if axis_name:
             rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
 
+        images = batch["image"]
+        if FLIP_CROP in batch:  # augmentation left to the step (data.augment_on)
+            images = flip_pad_crop(images, batch[FLIP_CROP])
+
         def loss_fn(params):
             (outputs, _), new_vars = model.apply(
                 {"params": params, "batch_stats": state.batch_stats},
-                batch["image"],
+                images,
                 train=True,
                 mutable=["batch_stats"],
                 rngs={"dropout": rng},
