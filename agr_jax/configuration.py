@@ -21,7 +21,7 @@ import jax
 import ml_collections
 
 from agr_jax import defaults, models, tasks
-from agr_jax.data import fairface, utkface
+from agr_jax.data import fairface, pipeline, utkface
 from agr_jax.train import optim
 
 CONFIG_FILE = "config.json"
@@ -168,6 +168,12 @@ def validate(
     check_eval_shift_tta(int(config.get("eval_shift_tta", 0)), config.data.image_size)
     require(config.data.decoded_cache_gb >= 0, "data.decoded_cache_gb",
             ">= 0 (0 turns the decoded cache off)")
+    augment_on = config.data.get("augment_on", "auto")
+    require(augment_on in pipeline.AUGMENT_ON, "data.augment_on", f"one of {pipeline.AUGMENT_ON}")
+    try:
+        pipeline.augments_on_device(dict(config.data.augment), augment_on)
+    except ValueError as e:
+        raise ValueError(f"config.data.augment / config.data.augment_on: {e}") from e
     require(
         config.num_epochs > 0 or config.total_steps > 0, "num_epochs", "> 0 (or total_steps > 0)"
     )

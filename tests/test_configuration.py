@@ -160,6 +160,7 @@ def test_age_mode_without_bins(mode):
         ("data.decoded_cache_gb", -1.0, "data.decoded_cache_gb"),
         ("eval_shift_tta", 10_000, "eval_shift_tta"),
         ("eval_shift_tta", -1, "eval_shift_tta"),
+        ("data.augment_on", "gpu", "data.augment_on"),
     ],
 )
 def test_bad_values_are_named(dotted, value, key):
@@ -195,3 +196,13 @@ def test_model_keys_follow_the_chosen_backbone(monkeypatch):
         configuration.validate(config)
     monkeypatch.setitem(models.BACKBONES, "fn", lambda **options: None)
     configuration.validate(config)  # a **kwargs constructor checks its own options
+
+
+def test_device_augmentation_refuses_rotation_and_noise_naming_the_keys():
+    config = base()
+    config.data.augment.rotate_deg = 5.0
+    configuration.validate(config)  # "auto": everything stays on the host
+    config.data.augment_on = "device"
+    with pytest.raises(ValueError, match=r"config.data.augment / config.data.augment_on: "
+                                         r"augment_on='device': \['rotate_deg', 'noise_std'\]"):
+        configuration.validate(config)

@@ -16,7 +16,9 @@ checkpoints hold.
 
 Augmentation draws come from a counter-based hash of (seed, position of the record in the
 global stream), not from stateful generators: the same seed gives the same batches whatever
-the worker or process count, and drawing them costs microseconds per batch.
+the worker or process count, and drawing them costs microseconds per batch. With
+`augment_on` "device" (training's "auto" default when there is no rotation or noise) the
+draws travel with the batch (`FLIP_CROP`) and the train step flips and crops.
 
 Images stay uint8 all the way to the accelerator: the model normalises them on device
 (`models.heads.normalize_pixels`), which moves 4x fewer bytes through worker IPC and the
