@@ -69,3 +69,15 @@ def test_one_valid_config_per_backbone_at_its_reference_size():
         spec = tasks.TaskSpec.from_config(c.tasks)
         model = models.build_from_config(c.model, spec.output_sizes(), **spec.model_options())
         assert isinstance(model, nn.Module)
+
+
+def test_forward_flops_do_not_depend_on_the_cpu_conv_route():
+    """The count is the architecture's: a conv run as a matmul over whole maps
+    (`conv._dense_conv`, the 2x2 last stage at 64 px) counts every kernel tap, as XLA's does."""
+    from agr_jax import models
+
+    outputs = {"age": 1, "gender": 2, "race": 5}
+    counts = {impl: forward_flops(models.build("resnet18", outputs=outputs, width=0.25,
+                                               conv_impl=impl), 64)
+              for impl in ("auto", "matmul", "xla")}
+    assert len(set(counts.values())) == 1, counts

@@ -15,7 +15,10 @@ from agr_jax.models.heads import normalize_pixels
 
 # (input HxW, Cin, Cout, kernel, stride, padding, the path it must take)
 CASES = [
-    ((2, 2), 8, 6, 3, 1, "SAME", "matmul"),  # 2x2 output: the last stage at 64 px
+    ((2, 2), 8, 6, 3, 1, "SAME", "dense"),  # 2x2 map, 3x3 kernel: the last stage at 64 px
+    ((1, 2), 4, 5, 3, 1, "SAME", "dense"),  # non-square, one row
+    ((2, 2), 8, 6, 3, 2, [(1, 1), (1, 1)], "dense"),  # strided, 1x1 output
+    ((2, 3), 4, 5, 3, 1, [(0, 1), (1, 0)], "dense"),  # asymmetric padding
     ((8, 8), 8, 6, 3, 2, "SAME", "matmul"),  # 4x4 output, strided
     ((7, 7), 5, 6, 3, 2, [(0, 1), (0, 1)], "matmul"),  # explicit asymmetric padding
     ((4, 4), 8, 6, 1, 1, "VALID", "matmul"),  # 1x1 conv
@@ -38,7 +41,7 @@ def _routed(x, w, stride, padding):
 def _path(x, w, stride, padding) -> str:
     jaxpr = str(jax.make_jaxpr(lambda a, b: _routed(a, b, stride, padding))(x, w))
     if "custom_vjp_call" in jaxpr:
-        return "weight_grad"
+        return "dense" if "_dense_conv" in jaxpr else "weight_grad"
     return "xla" if "conv_general_dilated" in jaxpr else "matmul"
 
 

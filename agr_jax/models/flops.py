@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax.extend import core as jex_core
 
-from agr_jax.models import onednn_conv
+from agr_jax.models import conv, onednn_conv
 
 
 def _conv_macs(eqn: Any) -> int:
@@ -47,6 +47,16 @@ _COUNTERS = {"conv_general_dilated": _conv_macs, "dot_general": _dot_macs,
              "ffi_call": _ffi_macs}
 
 
+def _is_dense_conv(eqn: Any) -> bool:
+    """`models.conv._dense_conv`: a convolution run as one matmul over whole maps, counted as
+    the convolution (every kernel tap, as for the other routes), not as its matmul."""
+    if eqn.primitive.name != "custom_vjp_call":
+        return False
+    info = getattr(eqn.params["call_jaxpr"].jaxpr, "debug_info", None)
+    where = getattr(info, "func_src_info", "") or ""
+    return where.startswith(f"{conv._dense_conv.__name__} ")
+
+
 def _sub_jaxprs(eqn: Any):
     for value in eqn.params.values():
         for item in value if isinstance(value, (tuple, list)) else (value,):
@@ -62,6 +72,11 @@ def _walk(jaxpr: Any, scope: str, out: list[tuple[str, str, int]]) -> None:
         layer = str(eqn.source_info.name_stack) or scope
         if name in _COUNTERS:
             out.append((layer, name, 2 * _COUNTERS[name](eqn)))
+            continue
+        if _is_dense_conv(eqn):  # x [N, H, W, Cin], w [kh, kw, Cin, Cout] -> [N, Ho, Wo, Cout]
+            kh, kw, cin, _ = eqn.invars[1].aval.shape
+            out.append((layer, "dense_conv",
+                        2 * math.prod(eqn.outvars[0].aval.shape) * kh * kw * cin))
             continue
         if name == "scan":
             inner: list[tuple[str, str, int]] = []
