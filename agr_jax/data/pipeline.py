@@ -115,11 +115,12 @@ def augments_on_device(augment: Mapping | None, augment_on: str) -> bool:
     return augment_on != "host" and moves and not host_only
 
 
-def _reflect(index: np.ndarray, n: int) -> np.ndarray:
-    """Indices outside [0, n) mirrored as numpy's 'reflect' padding does (edge not repeated)."""
+def reflect_index(index: Any, n: int, xp: Any = np) -> Any:
+    """Indices outside [0, n) mirrored as numpy's 'reflect' padding does (edge not repeated).
+    `xp`: the array module (`jax.numpy` inside the step, `train/device_augment.py`)."""
     period = 2 * (n - 1) if n > 1 else 1
-    index = np.abs(index) % period
-    return np.where(index >= n, period - index, index)
+    index = xp.abs(index) % period
+    return xp.where(index >= n, period - index, index)
 
 
 @functools.lru_cache(maxsize=64)
@@ -127,7 +128,7 @@ def _crop_table(size: int, n: int, pad: int) -> np.ndarray:
     """Source indices of every crop offset, [2 * pad + 1, size]: row `o` reads the
     reflect-padded pixels o - pad .. o - pad + size - 1 of an axis of length `n`."""
     offsets = np.arange(2 * pad + 1)[:, None] - pad
-    return _reflect(np.arange(size)[None, :] + offsets, n)
+    return reflect_index(np.arange(size)[None, :] + offsets, n)
 
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

@@ -13,12 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-
-def _reflect(index: jax.Array, n: int) -> jax.Array:
-    """As `pipeline._reflect`: indices outside [0, n) mirrored, the edge not repeated."""
-    period = 2 * (n - 1) if n > 1 else 1
-    index = jnp.abs(index) % period
-    return jnp.where(index >= n, period - index, index)
+from agr_jax.data.pipeline import reflect_index
 
 
 def flip_pad_crop(images: jax.Array, flip_crop: jax.Array) -> jax.Array:
@@ -33,8 +28,8 @@ def flip_pad_crop(images: jax.Array, flip_crop: jax.Array) -> jax.Array:
     unaugmented one (2026-12-03, in-process A/B).
     """
     _, h, w, _ = images.shape
-    rows = _reflect(jnp.arange(h)[None, :] + flip_crop[:, 1:2], h)
-    cols = _reflect(jnp.arange(w)[None, :] + flip_crop[:, 2:3], w)
+    rows = reflect_index(jnp.arange(h)[None, :] + flip_crop[:, 1:2], h, jnp)
+    cols = reflect_index(jnp.arange(w)[None, :] + flip_crop[:, 2:3], w, jnp)
     cols = jnp.where(flip_crop[:, 0:1] > 0, w - 1 - cols, cols)
     take = lambda image, r, c: image[r[:, None], c[None, :]]
     return jax.lax.optimization_barrier(jax.vmap(take)(images, rows, cols))
