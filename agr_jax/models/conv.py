@@ -48,13 +48,13 @@ def _matmul_conv(x, w, strides: tuple[int, int], pads: Pads, out_dtype):
     return y.astype(out_dtype)
 
 
-def _dense_taps(in_hw, kernel, strides, pads) -> tuple[tuple[int, int], list]:
+def _dense_taps(x_shape, w_shape, strides, pads) -> tuple[tuple[int, int], list]:
     """For a conv over whole maps: the output side, and per (input, output) position pair
     (row-major each) the kernel tap joining them, or None where none does."""
-    (hi, wi), (kh, kw) = in_hw, kernel
-    (top, bottom), (left, right) = pads
-    ho = (hi + top + bottom - kh) // strides[0] + 1
-    wo = (wi + left + right - kw) // strides[1] + 1
+    _, hi, wi, _ = x_shape
+    kh, kw, _, _ = w_shape
+    _, ho, wo, _ = onednn_conv.output_shape(x_shape, w_shape, strides, pads)
+    top, left = pads[0][0], pads[1][0]
     taps = []
     for iy in range(hi):
         for ix in range(wi):
@@ -87,9 +87,9 @@ def _dense_conv(x, w, strides: tuple[int, int], pads: Pads):
 
 
 def _dense_fwd(x, w, strides, pads):
-    n, hi, wi, cin = x.shape
-    kh, kw, _, cout = w.shape
-    (ho, wo), taps = _dense_taps((hi, wi), (kh, kw), strides, pads)
+    n, hi, wi, _ = x.shape
+    cout = w.shape[-1]
+    (ho, wo), taps = _dense_taps(x.shape, w.shape, strides, pads)
     weight = _dense_weight(w, taps, (hi * wi, ho * wo))
     y = lax.dot_general(x.reshape(n, -1), weight, (((1,), (0,)), ((), ())),
                         preferred_element_type=jnp.float32)
@@ -99,7 +99,7 @@ def _dense_fwd(x, w, strides, pads):
 def _dense_bwd(strides, pads, residuals, dy):
     x, weight, (kh, kw, cin, cout) = residuals
     n, hi, wi, _ = x.shape
-    (ho, wo), taps = _dense_taps((hi, wi), (kh, kw), strides, pads)
+    (ho, wo), taps = _dense_taps(x.shape, (kh, kw, cin, cout), strides, pads)
     dy = dy.reshape(n, -1)
     dx = lax.dot_general(dy, weight, (((1,), (1,)), ((), ())),
                          preferred_element_type=jnp.float32)
