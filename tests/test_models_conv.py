@@ -70,12 +70,15 @@ def test_routed_conv_matches_xla_values_and_gradients(hw, cin, cout, k, stride, 
 
 
 def test_unsupported_layouts_fall_through_to_xla():
-    """Grouped (depthwise) convs keep XLA's own implementation."""
-    x = jnp.ones((2, 2, 2, 4))
+    """Without oneDNN, grouped (depthwise) convs keep XLA's own implementation: the matmul
+    forms (and the stem's patches weight gradient) are for ungrouped kernels only."""
     w = jnp.ones((3, 3, 1, 4))
-    jaxpr = str(jax.make_jaxpr(lambda a, b: conv.cpu_conv_general_dilated(
-        a, b, (1, 1), "SAME", dimension_numbers=conv.NHWC, feature_group_count=4))(x, w))
-    assert "conv_general_dilated" in jaxpr
+    for side in (2, 8):  # a 2x2 map (matmul size) and an 8x8 one (one input channel per group)
+        x = jnp.ones((2, side, side, 4))
+        jaxpr = str(jax.make_jaxpr(lambda a, b: conv.cpu_conv_general_dilated(
+            a, b, (1, 1), "SAME", dimension_numbers=conv.NHWC, feature_group_count=4))(x, w))
+        assert "conv_general_dilated" in jaxpr
+        assert "dot_general" not in jaxpr and "custom_vjp" not in jaxpr
 
 
 def test_conv_impl_choice_and_error():

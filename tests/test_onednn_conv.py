@@ -27,7 +27,9 @@ CASES = [
 
 
 def _xla(x, w, stride, pads):
-    return lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=conv.NHWC)
+    """XLA's convolution; grouped when the kernel has fewer input channels than `x`."""
+    return lax.conv_general_dilated(x, w, (stride, stride), pads, dimension_numbers=conv.NHWC,
+                                    feature_group_count=x.shape[-1] // w.shape[2])
 
 
 def _onednn(x, w, stride, pads):
@@ -81,6 +83,45 @@ def test_strided_1x1_weight_gradient_is_right_on_every_call(cin, stride, pads):
             np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
 
 
+# (input side, Cin, Cout, groups, kernel, stride, padding)
+GROUPED_CASES = [
+    (9, 8, 8, 8, 3, 1, ((1, 1), (1, 1))),  # depthwise (Xception, MobileNet)
+    (10, 6, 12, 6, 3, 2, ((0, 1), (0, 1))),  # depthwise x2 channels, strided, asymmetric
+    (8, 6, 4, 2, 3, 1, ((1, 1), (1, 1))),  # two groups of 3 -> 2
+    (7, 24, 24, 24, 5, 1, ((2, 2), (2, 2))),  # depthwise 5x5, more channels than a block
+    (8, 8, 16, 4, 1, 2, ((0, 0), (0, 0))),  # grouped strided 1x1 (subsample route)
+]
+
+
+@pytest.mark.parametrize("side,cin,cout,groups,k,stride,pads", GROUPED_CASES)
+def test_grouped_values_and_gradients_match_xla(side, cin, cout, groups, k, stride, pads):
+    """Each group's outputs from its own inputs, in JAX's HWIO order (output channel
+    g * cout / groups + j): a wrong weight stride would mix groups and fail here."""
+    rng = np.random.default_rng(side * cin + groups)
+    x = jnp.asarray(rng.normal(size=(3, side, side, cin)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(k, k, cin // groups, cout)) / k, jnp.float32)
+    want = _xla(x, w, stride, pads)
+    got = jax.jit(_onednn, static_argnums=(2, 3))(x, w, stride, pads)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    cot = jnp.asarray(rng.normal(size=want.shape), jnp.float32)
+
+    def grads(fn):
+        return jax.jit(jax.grad(lambda a, b: jnp.sum(fn(a, b, stride, pads) * cot),
+                                argnums=(0, 1)))(x, w)
+
+    for _ in range(2):  # primitives come from the cache the second time
+        for g, r in zip(grads(_onednn), grads(_xla), strict=True):
+            assert g.shape == r.shape
+            np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+
+
+def test_grouped_conv_with_channels_not_divisible_is_refused():
+    x, w = jnp.ones((1, 4, 4, 6)), jnp.ones((3, 3, 4, 8))  # 6 input channels, kernel takes 4
+    with pytest.raises(Exception, match="kernel input channels must divide"):
+        jax.block_until_ready(onednn_conv.conv(x, w, (1, 1), ((1, 1), (1, 1))))
+
+
 # oneDNN runs bfloat16 convolutions on AVX-512 CPUs and newer; elsewhere (e.g. an AVX2-only
 # AMD EPYC) `supports` routes them to XLA, which the monkeypatched routing test below covers.
 needs_bf16 = pytest.mark.skipif(not onednn_conv.supports(jnp.bfloat16),
@@ -88,10 +129,11 @@ needs_bf16 = pytest.mark.skipif(not onednn_conv.supports(jnp.bfloat16),
 
 
 @needs_bf16
-def test_bfloat16_matches_xla_within_bfloat16_rounding():
+@pytest.mark.parametrize("groups", [1, 8])  # plain, and grouped two input channels each
+def test_bfloat16_matches_xla_within_bfloat16_rounding(groups):
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.normal(size=(4, 12, 12, 16)), jnp.bfloat16)
-    w = jnp.asarray(rng.normal(size=(3, 3, 16, 24)) / 12, jnp.bfloat16)
+    w = jnp.asarray(rng.normal(size=(3, 3, 16 // groups, 24)) / 12, jnp.bfloat16)
     pads = ((1, 1), (1, 1))
     cot = jnp.asarray(rng.normal(size=(4, 12, 12, 24)), jnp.bfloat16)
 
@@ -119,8 +161,11 @@ def test_routing_sends_plain_convs_to_onednn_only():
                                                       w.astype(jnp.bfloat16))
     assert onednn_conv.TARGETS["forward"] not in path(  # bfloat16 in, float32 out
         x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
-    assert onednn_conv.TARGETS["forward"] not in path(x, jnp.ones((3, 3, 1, 4)),
-                                                      feature_group_count=4)
+    # Depthwise: oneDNN at every size (XLA:CPU's grouped convs are its slowest).
+    assert onednn_conv.TARGETS["forward"] in path(x, jnp.ones((3, 3, 1, 4)),
+                                                  feature_group_count=4)
+    assert onednn_conv.TARGETS["forward"] in path(x[:, :2, :2], jnp.ones((3, 3, 1, 4)),
+                                                  feature_group_count=4)
     assert onednn_conv.TARGETS["forward"] not in path(x[:, :2, :2], w)  # 4 outputs: matmul
 
 
@@ -133,15 +178,19 @@ def test_dtype_this_cpu_cannot_run_keeps_the_matmul_routing(monkeypatch):
     assert onednn_conv.TARGETS["forward"] not in jaxpr and "conv_general_dilated" in jaxpr
 
 
-def test_whole_model_trains_the_same_and_counts_the_same_flops(caplog, fast_jit):
-    """A ResNet under `auto` (oneDNN here) against XLA's own convs: outputs, gradients of a
+@pytest.mark.parametrize("name,kwargs", [
+    ("resnet18", dict(width=1 / 8)),
+    ("mobilenet", dict(alpha=0.25, num_blocks=4)),  # depthwise, strided with Keras padding
+])
+def test_whole_model_trains_the_same_and_counts_the_same_flops(caplog, fast_jit, name, kwargs):
+    """A model under `auto` (oneDNN here) against XLA's own convs: outputs, gradients of a
     training-mode loss (batch statistics), and the analytic FLOP count."""
     spec = tasks.TaskSpec()
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (4, 48, 48, 3)), jnp.uint8)
     conv._auto_onednn.cache_clear()
     with caplog.at_level(logging.INFO, logger=conv.__name__):
-        fast, ref = (models.build("resnet18", outputs=spec.output_sizes(), width=1 / 8,
-                                  conv_impl=impl) for impl in ("auto", "xla"))
+        fast, ref = (models.build(name, outputs=spec.output_sizes(), conv_impl=impl, **kwargs)
+                     for impl in ("auto", "xla"))
         variables = fast_jit(ref.init)(jax.random.key(0), images)
         fast_jit(fast.apply)(variables, images)
     assert "oneDNN convolutions on CPU" in caplog.text

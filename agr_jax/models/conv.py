@@ -8,7 +8,8 @@ under oneDNN; the RGB stem's forward + weight gradient ~125 ms against ~25 ms. S
   (`models.onednn_conv`), except maps of at most 4 outputs (2x2), which one matmul runs
   as fast: over im2col patches, or over whole maps where the input has fewer positions
   than the kernel has taps (`_dense_conv`; ResNet-18's step at 64 px 1.07x faster, 8 of 8
-  alternating rounds 1.056-1.19, 2026-12-03);
+  alternating rounds 1.056-1.19, 2026-12-03). Grouped and depthwise convolutions (Xception,
+  MobileNet) go to oneDNN at every size: XLA:CPU's are its slowest;
 - `impl="matmul"`: XLA's convolution except where it is slowest: outputs of at most 16
   positions (a 3x3 conv 2x2x384 -> 384: 230 ms, as one matmul 24 ms), 1x1 convs, and the
   weight gradient over few input channels (the RGB stem), which become matmuls;
@@ -148,14 +149,13 @@ def _weight_grad_bwd(strides, pads, residuals, dy):
 _conv_matmul_weight_grad.defvjp(_weight_grad_fwd, _weight_grad_bwd)
 
 
-def _is_plain_nhwc(lhs, rhs, dimension_numbers, lhs_dilation, rhs_dilation,
-                   feature_group_count, batch_group_count) -> bool:
+def _is_undilated_nhwc(lhs, rhs, dimension_numbers, lhs_dilation, rhs_dilation,
+                       batch_group_count) -> bool:
     if lhs.ndim != 4:
         return False
     dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
     return (
         dn == lax.conv_dimension_numbers(lhs.shape, rhs.shape, NHWC)
-        and feature_group_count == 1
         and batch_group_count == 1
         and all(d == 1 for d in (lhs_dilation or (1, 1)))
         and all(d == 1 for d in (rhs_dilation or (1, 1)))
@@ -187,28 +187,29 @@ def cpu_conv_general_dilated(
 ) -> jnp.ndarray:
     """Drop-in `lax.conv_general_dilated` taking oneDNN or the matmul forms where XLA:CPU is slow.
 
-    With `onednn`, plain float32 or bfloat16 convolutions go to oneDNN except those of at
-    most `MAX_MATMUL_POSITIONS_ONEDNN` outputs, which the matmul form runs as fast; other
-    dtype combinations (bfloat16 in, float32 out) keep the matmul routing, and anything else
-    (groups, dilation) XLA's convolution.
+    With `onednn`, float32 or bfloat16 convolutions go to oneDNN (grouped ones too) except
+    ungrouped ones of at most `MAX_MATMUL_POSITIONS_ONEDNN` outputs, which the matmul form
+    runs as fast; other dtype combinations (bfloat16 in, float32 out) keep the matmul
+    routing, and anything else (dilation) XLA's convolution.
     """
-    if _is_plain_nhwc(lhs, rhs, dimension_numbers, lhs_dilation, rhs_dilation,
-                      feature_group_count, batch_group_count):
+    if _is_undilated_nhwc(lhs, rhs, dimension_numbers, lhs_dilation, rhs_dilation,
+                          batch_group_count):
         strides = (int(window_strides[0]), int(window_strides[1]))
         kh, kw, cin, _ = rhs.shape
         pads = explicit_pads(lhs.shape, (kh, kw), strides, padding)
         _, ho, wo, _ = onednn_conv.output_shape(lhs.shape, rhs.shape, strides, pads)
         out_dtype = preferred_element_type or jnp.result_type(lhs, rhs)
-        if (onednn and ho * wo > MAX_MATMUL_POSITIONS_ONEDNN and min(min(pads)) >= 0
-                and lhs.dtype == rhs.dtype == out_dtype
+        grouped = feature_group_count > 1
+        if (onednn and (grouped or ho * wo > MAX_MATMUL_POSITIONS_ONEDNN)
+                and min(min(pads)) >= 0 and lhs.dtype == rhs.dtype == out_dtype
                 and out_dtype in (jnp.float32, jnp.bfloat16)
                 and onednn_conv.supports(out_dtype)):
             return onednn_conv.conv(lhs, rhs, strides, pads)
-        if ho * wo <= MAX_MATMUL_POSITIONS or kh == kw == 1:
+        if not grouped and (ho * wo <= MAX_MATMUL_POSITIONS or kh == kw == 1):
             if (lhs.shape[1] * lhs.shape[2] < kh * kw and lhs.dtype == rhs.dtype == out_dtype):
                 return _dense_conv(lhs, rhs, strides, pads)
             return _matmul_conv(lhs, rhs, strides, pads, out_dtype)
-        if cin <= MAX_STEM_CHANNELS and preferred_element_type is None:
+        if not grouped and cin <= MAX_STEM_CHANNELS and preferred_element_type is None:
             return _conv_matmul_weight_grad(lhs, rhs, strides, pads)
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,

@@ -1,4 +1,6 @@
 // oneDNN convolutions as XLA FFI custom calls (CPU): forward, input gradient, weight gradient.
+// Grouped and depthwise convolutions too (groups = input channels / the kernel's input
+// channels), which XLA:CPU runs slowest of all (jax issues 13800, 23713).
 //
 // Why: XLA:CPU's own convolution runs 2-7x below oneDNN's (what PyTorch calls) on this
 // project's layers, the weight gradient worst of all. Layouts are JAX's: activations NHWC,
@@ -27,21 +29,27 @@ using Tag = memory::format_tag;
 
 namespace {
 
-// Geometry of one convolution: N, H, W, C (input), O, KH, KW, Ho, Wo, strides, pads, threads.
+// Geometry of one convolution: N, H, W, C (input), O, KH, KW, Ho, Wo, strides, pads, groups,
+// threads.
 using Key = std::tuple<int, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                        int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                       int64_t>;
+                       int64_t, int64_t>;
 
 struct Geometry {
-  int64_t n, h, w, c, o, kh, kw, ho, wo, sh, sw, pt, pb, pl, pr, threads;
+  int64_t n, h, w, c, o, kh, kw, ho, wo, sh, sw, pt, pb, pl, pr, g, threads;
   memory::data_type type;  // of every operand: f32, or bf16 (float32 accumulation inside)
 
   Key key(int kind) const {
     return {kind, static_cast<int>(type), n, h, w, c, o, kh, kw, ho, wo, sh, sw, pt, pb, pl, pr,
-            threads};
+            g, threads};
   }
   memory::desc src() const { return {{n, c, h, w}, type, Tag::nhwc}; }
-  memory::desc weights() const { return {{o, c, kh, kw}, type, Tag::hwio}; }
+  // JAX's HWIO kernel. Grouped: [KH, KW, C/G, O] with output channel g * O/G + j, which is
+  // oneDNN's (G, O/G, C/G, KH, KW) at these strides.
+  memory::desc weights() const {
+    if (g == 1) return {{o, c, kh, kw}, type, Tag::hwio};
+    return {{g, o / g, c / g, kh, kw}, type, {o / g, 1, o, kw * (c / g) * o, (c / g) * o}};
+  }
   memory::desc dst() const { return {{n, o, ho, wo}, type, Tag::nhwc}; }
   memory::dims strides() const { return {sh, sw}; }
   memory::dims pad_l() const { return {pt, pl}; }
@@ -60,7 +68,8 @@ dnnl::primitive_attr UserScratchpad() {
 }
 
 memory::desc AnyWeights(const Geometry& g) {
-  return {{g.o, g.c, g.kh, g.kw}, g.type, Tag::any};
+  if (g.g == 1) return {{g.o, g.c, g.kh, g.kw}, g.type, Tag::any};
+  return {{g.g, g.o / g.g, g.c / g.g, g.kh, g.kw}, g.type, Tag::any};
 }
 
 dnnl::convolution_forward::primitive_desc ForwardDesc(const Geometry& g) {
@@ -163,7 +172,7 @@ ffi::Error Run(const Geometry& g, Kind kind, void* weights,
   return ffi::Error::Success();
 }
 
-// x: [N, H, W, C] (NHWC); w: [KH, KW, C, O] (HWIO); y: [N, Ho, Wo, O]; all one dtype.
+// x: [N, H, W, C] (NHWC); w: [KH, KW, C/G, O] (HWIO); y: [N, Ho, Wo, O]; all one dtype.
 ffi::ErrorOr<Geometry> MakeGeometry(const ffi::AnyBuffer& x, const ffi::AnyBuffer& w,
                                     const ffi::AnyBuffer& y, ffi::Span<const int64_t> strides,
                                     ffi::Span<const int64_t> padding, int64_t threads) {
@@ -179,9 +188,15 @@ ffi::ErrorOr<Geometry> MakeGeometry(const ffi::AnyBuffer& x, const ffi::AnyBuffe
     return ffi::Unexpected(
         ffi::Error::InvalidArgument("oneDNN conv: expected 4-D NHWC/HWIO operands"));
   }
+  // Groups: the input's channels over the kernel's; each group's outputs from its inputs.
+  if (wd[2] < 1 || xd[3] % wd[2] != 0 || wd[3] % (xd[3] / wd[2]) != 0) {
+    return ffi::Unexpected(ffi::Error::InvalidArgument(
+        "oneDNN conv: kernel input channels must divide the input's, and the groups the "
+        "output channels"));
+  }
   return Geometry{xd[0], xd[1], xd[2], xd[3], wd[3], wd[0], wd[1], yd[1], yd[2],
                   strides[0], strides[1], padding[0], padding[1], padding[2], padding[3],
-                  threads,
+                  xd[3] / wd[2], threads,
                   type == ffi::DataType::F32 ? memory::data_type::f32 : memory::data_type::bf16};
 }
 

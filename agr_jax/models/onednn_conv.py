@@ -6,8 +6,9 @@ both gradients ~450 ms, oneDNN ~100 ms; benchmarks/conv_layers.py). This module 
 `onednn_conv.cc` against the oneDNN wheels (`onednn-cpu-gomp`, `onednn-devel-cpu-gomp`:
 dependencies of agr_jax on Linux x86-64) and JAX's FFI headers on first use, caches the
 library under `~/.cache/agr_jax/onednn/` keyed by source and versions, registers three FFI
-targets and exposes `conv`: a float32/bfloat16 NHWC/HWIO convolution with a custom VJP whose
-gradients are oneDNN's backward-data and backward-weights primitives.
+targets and exposes `conv`: a float32/bfloat16 NHWC/HWIO convolution (grouped and depthwise
+too) with a custom VJP whose gradients are oneDNN's backward-data and backward-weights
+primitives.
 
 `status()` says whether it is usable and, when not, why (no wheel, no C++ compiler, build
 error): `conv_impl="auto"` then falls back to the matmul routing and says so once.
@@ -182,7 +183,8 @@ def output_shape(x_shape, w_shape, strides, pads: Pads) -> tuple[int, int, int, 
 
 def conv(x: jnp.ndarray, w: jnp.ndarray, strides: tuple[int, int], pads: Pads) -> jnp.ndarray:
     """NHWC x HWIO convolution, both float32 or both bfloat16 (the result too), non-negative
-    explicit padding, no dilation or groups.
+    explicit padding, no dilation. Grouped when the kernel has fewer input channels than `x`
+    ([kh, kw, C / groups, O], as `lax.conv_general_dilated` with `feature_group_count`).
 
     A strided 1x1 kernel runs as a subsample (XLA) then a unit-stride oneDNN convolution:
     oneDNN's own strided 1x1 path ("rtus") computes the NHWC weight gradient with a wrong
