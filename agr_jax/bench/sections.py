@@ -156,12 +156,13 @@ def loop(spec: ModelSpec, data_dir: Path | None, work_dir: Path, suite: Any,
     bench = _compiled_bench(spec, pipeline_bench.AUGMENT if on_device else None)
     data = pipeline_bench.prepare_data(data_dir, work_dir, suite.synthetic_num)
     source = data.source
+    training = defaults.get_config().data
     if through_decoded_cache:
         source = decoded_cache.maybe_cached(
             data.source, data.tfds_dir, "train", spec.image_size,
-            float(defaults.get_config().data.decoded_cache_gb))
+            float(training.decoded_cache_gb))
     out = loop_bench.run(bench, source, suite.loop_steps, suite.loop_windows,
-                         suite.loop_workers)
+                         suite.loop_workers, thread_nice=int(training.read_thread_nice))
     out["decoded_cache"] = source is not data.source
     return out
 

@@ -79,6 +79,7 @@ def make_train_iterator(
         shard_index=jax.process_index(),
         shard_count=jax.process_count(),
         worker_count=int(config.data.worker_count),
+        thread_nice=int(config.data.get("read_thread_nice", 0)),
     )
     return iter(ds)
 
@@ -115,6 +116,7 @@ def make_eval_batches(
         num_epochs=1,
         drop_remainder=False,
         worker_count=int(config.data.worker_count),
+        thread_nice=int(config.data.get("read_thread_nice", 0)),
         **({"with_metadata": True} if with_metadata else {}),
     )
 
