@@ -36,25 +36,30 @@ def _onednn(x, w, stride, pads):
     return onednn_conv.conv(x, w, (stride, stride), pads)
 
 
-@pytest.mark.parametrize("h,w_,cin,cout,k,stride,pads", CASES)
-def test_values_and_gradients_match_xla(h, w_, cin, cout, k, stride, pads):
-    rng = np.random.default_rng(h * cin + k)
-    x = jnp.asarray(rng.normal(size=(3, h, w_, cin)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(k, k, cin, cout)) / np.sqrt(k * k * cin), jnp.float32)
+def _check_against_xla(rng, x, w, stride, pads, calls: int = 1):
+    """Values and both gradients of the oneDNN conv equal XLA's, on `calls` calls each."""
     want = _xla(x, w, stride, pads)
     got = jax.jit(_onednn, static_argnums=(2, 3))(x, w, stride, pads)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-
     cot = jnp.asarray(rng.normal(size=want.shape), jnp.float32)
 
     def grads(fn):
         return jax.jit(jax.grad(lambda a, b: jnp.sum(fn(a, b, stride, pads) * cot),
                                 argnums=(0, 1)))(x, w)
 
-    for g, r in zip(grads(_onednn), grads(_xla), strict=True):
-        assert g.shape == r.shape
-        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+    for _ in range(calls):
+        for g, r in zip(grads(_onednn), grads(_xla), strict=True):
+            assert g.shape == r.shape
+            np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("h,w_,cin,cout,k,stride,pads", CASES)
+def test_values_and_gradients_match_xla(h, w_, cin, cout, k, stride, pads):
+    rng = np.random.default_rng(h * cin + k)
+    x = jnp.asarray(rng.normal(size=(3, h, w_, cin)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(k, k, cin, cout)) / np.sqrt(k * k * cin), jnp.float32)
+    _check_against_xla(rng, x, w, stride, pads)
 
 
 @pytest.mark.parametrize("cin,stride,pads", [
@@ -100,20 +105,7 @@ def test_grouped_values_and_gradients_match_xla(side, cin, cout, groups, k, stri
     rng = np.random.default_rng(side * cin + groups)
     x = jnp.asarray(rng.normal(size=(3, side, side, cin)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(k, k, cin // groups, cout)) / k, jnp.float32)
-    want = _xla(x, w, stride, pads)
-    got = jax.jit(_onednn, static_argnums=(2, 3))(x, w, stride, pads)
-    assert got.shape == want.shape
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    cot = jnp.asarray(rng.normal(size=want.shape), jnp.float32)
-
-    def grads(fn):
-        return jax.jit(jax.grad(lambda a, b: jnp.sum(fn(a, b, stride, pads) * cot),
-                                argnums=(0, 1)))(x, w)
-
-    for _ in range(2):  # primitives come from the cache the second time
-        for g, r in zip(grads(_onednn), grads(_xla), strict=True):
-            assert g.shape == r.shape
-            np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+    _check_against_xla(rng, x, w, stride, pads, calls=2)  # the second from the primitive cache
 
 
 def test_grouped_conv_with_channels_not_divisible_is_refused():
