@@ -25,6 +25,7 @@ from agr_jax.bench import suite
 from agr_jax.bench.alternate import alternate, print_medians
 from agr_jax.bench.step import StepBench
 from agr_jax.data import decoded_cache
+from agr_jax.train import input as train_input
 from agr_jax.train.parallel import use_cpu_devices
 
 
@@ -56,7 +57,7 @@ def main() -> None:
         arms = {f"nice {n}": functools.partial(efficiency, cached, int(n))
                 for n in args.nice.split(",")}
     else:
-        nice = int(training.read_thread_nice)
+        nice = train_input.read_thread_nice(defaults.get_config())
         arms = {"decoded cache": functools.partial(efficiency, cached, nice),
                 "decoding every epoch": functools.partial(efficiency, data.source, nice)}
     print_medians(f"{spec.key} on {spec.cpu_devices} CPU devices, batch {spec.batch}, "

@@ -4,10 +4,13 @@ import os
 import sys
 import threading
 
+import jax
 import numpy as np
 import pytest
 
+from agr_jax import defaults
 from agr_jax.data import pipeline, tfds_builders
+from agr_jax.train import input as train_input
 
 AUG = {"flip": True, "rotate_deg": 10.0, "pad_crop": 2, "noise_std": 0.02}
 
@@ -297,3 +300,14 @@ def test_read_threads_run_at_the_asked_nice_value_and_the_main_thread_is_untouch
     with pytest.raises(ValueError, match="thread_nice"):
         pipeline.make_dataset(train_source, image_size=16, batch_size=4, train=True, seed=0,
                               thread_nice=20)
+
+
+def test_read_thread_nice_default_is_19_on_cpu_and_0_on_accelerators(monkeypatch):
+    config = defaults.get_config()
+    assert config.data.read_thread_nice == -1
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert train_input.read_thread_nice(config) == 19
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert train_input.read_thread_nice(config) == 0
+    config.data.read_thread_nice = 5
+    assert train_input.read_thread_nice(config) == 5

@@ -1,8 +1,9 @@
 """Loop efficiency: end-to-end training img/s (real pipeline + loop) over pure step img/s.
 
 The end-to-end side is the training loop's hot path as `train/loop.py` runs it: grain
-pipeline -> `DevicePrefetcher` (batches put on device ahead) -> the jitted step -> metrics
-fetched one step late; no checkpointing, no validation. The pure side is the same compiled
+pipeline -> `DevicePrefetcher` (batches put on device ahead) -> the jitted step -> one step
+late, the non-finite flag every step (`NonFiniteGuard`) and every scalar at each
+`log_every_steps` step; no checkpointing, no validation. The pure side is the same compiled
 step on a device-resident batch. Windows alternate so both see the same machine load; the
 efficiency is the median of the per-pair ratios (`alternate.paired_ratio`).
 
@@ -27,19 +28,24 @@ from agr_jax.bench import pipeline as pipeline_bench
 from agr_jax.bench.alternate import round_ratios
 from agr_jax.bench.step import StepBench
 from agr_jax.data import pipeline
+from agr_jax.train.nonfinite import NonFiniteGuard
 from agr_jax.train.prefetch import DevicePrefetcher
 
 
-def _loop_window(bench: StepBench, batches: DevicePrefetcher, steps: int) -> float:
+def _loop_window(bench: StepBench, batches: DevicePrefetcher, steps: int,
+                 log_every: int) -> float:
+    guard = NonFiniteGuard(skip=False)
     start = time.perf_counter()
     pending = None
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         metrics = bench.run(next(batches))
-        if pending is not None:
-            jax.device_get(pending)  # one step late, as the real loop logs
-        pending = metrics
+        if pending is not None:  # one step late, as train/loop.py
+            guard.check(*pending)
+            if pending[0] % log_every == 0:
+                jax.device_get(pending[1])
+        pending = (step, metrics)
     jax.block_until_ready(bench.state)
-    jax.device_get(pending)
+    jax.device_get(pending[1])
     return time.perf_counter() - start
 
 
@@ -55,13 +61,15 @@ def buffered_batches(workers: int) -> int:
 
 
 def run(bench: StepBench, source: Any, steps: int, windows: int, workers: int,
-        restart_iterator: bool | None = None, thread_nice: int = 0) -> dict[str, Any]:
+        restart_iterator: bool | None = None, thread_nice: int = 0,
+        log_every: int = 50) -> dict[str, Any]:
     """The `loop_efficiency` section; `bench` must be compiled already (same executable).
 
     The pipeline augments as `pipeline_bench.AUGMENT` says, leaving flip and pad-crop to the
     step when the bench's step does them (`StepBench.device_augment`), on the host otherwise.
     `restart_iterator`: close the pipeline before each pure window (default: on CPU only).
-    `thread_nice`: the read threads' nice value (training's `data.read_thread_nice`).
+    `thread_nice`: the read threads' nice value (training's `data.read_thread_nice`);
+    `log_every`: steps between full metric fetches (training's `log_every_steps`).
     """
     spec = bench.spec
     if restart_iterator is None:
@@ -81,8 +89,8 @@ def run(bench: StepBench, source: Any, steps: int, windows: int, workers: int,
             it = iter(ds)
             iterators += 1
             batches = DevicePrefetcher(it, put=bench.put, size=DEVICE_PREFETCH)
-        _loop_window(bench, batches, drain)  # start-up + whatever was prepared ahead
-        loop_t.append(_loop_window(bench, batches, steps))
+        _loop_window(bench, batches, drain, log_every)  # start-up + what was prepared ahead
+        loop_t.append(_loop_window(bench, batches, steps, log_every))
         if restart_iterator:
             it.close()
             it = batches = None
@@ -101,6 +109,7 @@ def run(bench: StepBench, source: Any, steps: int, windows: int, workers: int,
         "augment": dict(pipeline_bench.AUGMENT),
         "augment_on": augment_on,
         "read_thread_nice": thread_nice,
+        "log_every": log_every,
         "timed_steps": steps,
         "drained_steps": drain,
         "iterators_started": iterators,

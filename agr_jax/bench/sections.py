@@ -24,6 +24,7 @@ from agr_jax.bench.alternate import round_ratios
 from agr_jax.bench.step import ModelSpec, StepBench, measure
 from agr_jax.data import decoded_cache
 from agr_jax.data import pipeline as data_pipeline
+from agr_jax.train import input as train_input
 
 
 def machine(dtypes: list[str], peak_matmul_size: int) -> dict[str, Any]:
@@ -156,13 +157,14 @@ def loop(spec: ModelSpec, data_dir: Path | None, work_dir: Path, suite: Any,
     bench = _compiled_bench(spec, pipeline_bench.AUGMENT if on_device else None)
     data = pipeline_bench.prepare_data(data_dir, work_dir, suite.synthetic_num)
     source = data.source
-    training = defaults.get_config().data
+    training = defaults.get_config()
     if through_decoded_cache:
         source = decoded_cache.maybe_cached(
             data.source, data.tfds_dir, "train", spec.image_size,
-            float(training.decoded_cache_gb))
+            float(training.data.decoded_cache_gb))
     out = loop_bench.run(bench, source, suite.loop_steps, suite.loop_windows,
-                         suite.loop_workers, thread_nice=int(training.read_thread_nice))
+                         suite.loop_workers, thread_nice=train_input.read_thread_nice(training),
+                         log_every=int(training.log_every_steps))
     out["decoded_cache"] = source is not data.source
     return out
 
