@@ -168,9 +168,6 @@ def validate(
     check_eval_shift_tta(int(config.get("eval_shift_tta", 0)), config.data.image_size)
     require(config.data.decoded_cache_gb >= 0, "data.decoded_cache_gb",
             ">= 0 (0 turns the decoded cache off)")
-    require(-1 <= config.data.get("read_thread_nice", -1) <= 19, "data.read_thread_nice",
-            "a nice value in [0, 19] (0 leaves the read threads at normal priority), or -1 "
-            "(19 on CPU, 0 on GPU/TPU)")
     augment_on = config.data.get("augment_on", "auto")
     require(augment_on in pipeline.AUGMENT_ON, "data.augment_on", f"one of {pipeline.AUGMENT_ON}")
     try:

@@ -28,12 +28,6 @@ def get_config() -> config_dict.ConfigDict:
     c.data.min_age = -1  # -1: no age filter
     c.data.max_age = -1
     c.data.worker_count = 0
-    # Nice value (0-19) of the threads that read and decode batches (data/pipeline.py), or
-    # -1: 19 when the step runs on the CPU, where they then use the gaps the step leaves
-    # instead of preempting it (RoR's loop on 2 CPU devices, alternating windows: median
-    # 1.036 of the pure step at 19 against 0.995 at 0, 2026-12-06), and 0 on GPU/TPU, where
-    # they compete only with other programs' threads and must keep the device fed.
-    c.data.read_thread_nice = -1
     # Training and validation splits are decoded once at image_size into a memory-mapped
     # file beside the prepared build when they fit in this many GB (data/decoded_cache.py);
     # 0 decodes every JPEG every epoch.

@@ -1,15 +1,11 @@
-"""loop_efficiency under two or more loop settings side by side, alternating windows.
+"""loop_efficiency through the decoded cache and decoding every epoch, alternating windows.
 
-    python benchmarks/loop_ab.py --compare nice [--nice 0,19] [--rounds 10] [--steps 24]
-    python benchmarks/loop_ab.py --compare cache [--rounds 6]     # from the repository root
+    python benchmarks/loop_ab.py [--rounds 10] [--steps 24]    # from the repository root
 
 The CPU suite's `ror` step (on its CPU split, 2 devices, flip + pad-crop in the step) and
-loop settings on the real crops (../shared/utkface, else the synthetic set). Each round runs
-one loop window (drain, timed loop, timed pure step) per arm, so every arm sees the same
-machine load; prints each arm's median and every round's ratio.
-`--compare nice`: the read threads at each nice value (`data.read_thread_nice`), through the
-decoded cache. `--compare cache`: through the decoded cache against decoding every epoch, at
-the default nice value.
+loop settings on the real crops (../shared/utkface, else the synthetic set); each round runs
+one loop window (drain, timed loop, timed pure step) per source, so both see the same
+machine load; prints each source's median and every round's ratio.
 """
 
 from __future__ import annotations
@@ -25,14 +21,11 @@ from agr_jax.bench import suite
 from agr_jax.bench.alternate import alternate, print_medians
 from agr_jax.bench.step import StepBench
 from agr_jax.data import decoded_cache
-from agr_jax.train import input as train_input
 from agr_jax.train.parallel import use_cpu_devices
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--compare", choices=("nice", "cache"), default="nice")
-    parser.add_argument("--nice", default="0,19", help="read-thread nice values (--compare nice)")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--steps", type=int, default=24, help="timed steps per window")
     args = parser.parse_args()
@@ -44,22 +37,17 @@ def main() -> None:
     bench.time_window(2)
     data = pipeline_bench.prepare_data(
         pipeline_bench.default_data_dir(Path.cwd()), Path("runs/benchmark"), cpu.synthetic_num)
-    training = defaults.get_config().data
+    training = defaults.get_config()
     cached = decoded_cache.maybe_cached(data.source, data.tfds_dir, "train", spec.image_size,
-                                        float(training.decoded_cache_gb))
+                                        float(training.data.decoded_cache_gb))
 
-    def efficiency(source, nice: int) -> float:
+    def efficiency(source) -> float:
         run = loop_bench.run(bench, source, args.steps, windows=1, workers=cpu.loop_workers,
-                             thread_nice=nice)
+                             log_every=int(training.log_every_steps))
         return run["loop_efficiency"]
 
-    if args.compare == "nice":
-        arms = {f"nice {n}": functools.partial(efficiency, cached, int(n))
-                for n in args.nice.split(",")}
-    else:
-        nice = train_input.read_thread_nice(defaults.get_config())
-        arms = {"decoded cache": functools.partial(efficiency, cached, nice),
-                "decoding every epoch": functools.partial(efficiency, data.source, nice)}
+    arms = {"decoded cache": functools.partial(efficiency, cached),
+            "decoding every epoch": functools.partial(efficiency, data.source)}
     print_medians(f"{spec.key} on {spec.cpu_devices} CPU devices, batch {spec.batch}, "
                   f"{data.description}: loop_efficiency per round",
                   alternate(arms, args.rounds), ".3f")

@@ -161,8 +161,6 @@ def test_age_mode_without_bins(mode):
         ("eval_shift_tta", 10_000, "eval_shift_tta"),
         ("eval_shift_tta", -1, "eval_shift_tta"),
         ("data.augment_on", "gpu", "data.augment_on"),
-        ("data.read_thread_nice", 20, "data.read_thread_nice"),
-        ("data.read_thread_nice", -2, "data.read_thread_nice"),
     ],
 )
 def test_bad_values_are_named(dotted, value, key):

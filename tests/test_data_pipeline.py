@@ -1,16 +1,9 @@
 """grain pipeline: shapes, determinism, resumable state, sharding, multi-worker."""
 
-import os
-import sys
-import threading
-
-import jax
 import numpy as np
 import pytest
 
-from agr_jax import defaults
 from agr_jax.data import pipeline, tfds_builders
-from agr_jax.train import input as train_input
 
 AUG = {"flip": True, "rotate_deg": 10.0, "pad_crop": 2, "noise_std": 0.02}
 
@@ -269,45 +262,3 @@ def test_index_batches_are_epochs_of_permutations_split_by_process():
     clone = pickle.loads(pickle.dumps(one))
     np.testing.assert_array_equal(clone[7], one[7])
     assert not np.array_equal(pipeline.ShuffledIndexBatches(n, b, seed=4)[0], one[0])
-
-
-class _PriorityRecordingSource:
-    """The source, noting the nice value of every thread that reads from it."""
-
-    def __init__(self, source):
-        self.source, self.nice = source, set()
-
-    def __len__(self):
-        return len(self.source)
-
-    def __getitem__(self, index):
-        self.nice.add(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-        return self.source[index]
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
-@pytest.mark.parametrize("nice", [0, 7])
-def test_read_threads_run_at_the_asked_nice_value_and_the_main_thread_is_untouched(
-        train_source, nice):
-    main_before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    source = _PriorityRecordingSource(train_source)
-    ds = pipeline.make_dataset(source, image_size=16, batch_size=4, train=True, seed=0,
-                               thread_nice=nice)
-    _take(ds, 3)
-    assert source.nice == {max(nice, main_before)}
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before
-    assert not pipeline.lower_thread_priority(5)  # asked on the main thread: refused
-    with pytest.raises(ValueError, match="thread_nice"):
-        pipeline.make_dataset(train_source, image_size=16, batch_size=4, train=True, seed=0,
-                              thread_nice=20)
-
-
-def test_read_thread_nice_default_is_19_on_cpu_and_0_on_accelerators(monkeypatch):
-    config = defaults.get_config()
-    assert config.data.read_thread_nice == -1
-    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
-    assert train_input.read_thread_nice(config) == 19
-    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert train_input.read_thread_nice(config) == 0
-    config.data.read_thread_nice = 5
-    assert train_input.read_thread_nice(config) == 5

@@ -61,14 +61,12 @@ def buffered_batches(workers: int) -> int:
 
 
 def run(bench: StepBench, source: Any, steps: int, windows: int, workers: int,
-        restart_iterator: bool | None = None, thread_nice: int = 0,
-        log_every: int = 50) -> dict[str, Any]:
+        restart_iterator: bool | None = None, log_every: int = 50) -> dict[str, Any]:
     """The `loop_efficiency` section; `bench` must be compiled already (same executable).
 
     The pipeline augments as `pipeline_bench.AUGMENT` says, leaving flip and pad-crop to the
     step when the bench's step does them (`StepBench.device_augment`), on the host otherwise.
     `restart_iterator`: close the pipeline before each pure window (default: on CPU only).
-    `thread_nice`: the read threads' nice value (training's `data.read_thread_nice`);
     `log_every`: steps between full metric fetches (training's `log_every_steps`).
     """
     spec = bench.spec
@@ -78,7 +76,7 @@ def run(bench: StepBench, source: Any, steps: int, windows: int, workers: int,
     ds = pipeline.make_dataset(
         source, image_size=spec.image_size, batch_size=spec.batch, train=True, seed=0,
         augment=pipeline_bench.AUGMENT, worker_count=workers, read_threads=READ_THREADS,
-        worker_buffer_size=WORKER_BUFFER, augment_on=augment_on, thread_nice=thread_nice,
+        worker_buffer_size=WORKER_BUFFER, augment_on=augment_on,
     )
     drain = buffered_batches(workers)
     loop_t, pure_t = [], []
@@ -108,7 +106,6 @@ def run(bench: StepBench, source: Any, steps: int, windows: int, workers: int,
         "workers": workers,
         "augment": dict(pipeline_bench.AUGMENT),
         "augment_on": augment_on,
-        "read_thread_nice": thread_nice,
         "log_every": log_every,
         "timed_steps": steps,
         "drained_steps": drain,

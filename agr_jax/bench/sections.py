@@ -24,7 +24,6 @@ from agr_jax.bench.alternate import round_ratios
 from agr_jax.bench.step import ModelSpec, StepBench, measure
 from agr_jax.data import decoded_cache
 from agr_jax.data import pipeline as data_pipeline
-from agr_jax.train import input as train_input
 
 
 def machine(dtypes: list[str], peak_matmul_size: int) -> dict[str, Any]:
@@ -163,8 +162,7 @@ def loop(spec: ModelSpec, data_dir: Path | None, work_dir: Path, suite: Any,
             data.source, data.tfds_dir, "train", spec.image_size,
             float(training.data.decoded_cache_gb))
     out = loop_bench.run(bench, source, suite.loop_steps, suite.loop_windows,
-                         suite.loop_workers, thread_nice=train_input.read_thread_nice(training),
-                         log_every=int(training.log_every_steps))
+                         suite.loop_workers, log_every=int(training.log_every_steps))
     out["decoded_cache"] = source is not data.source
     return out
 

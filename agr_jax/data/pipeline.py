@@ -24,11 +24,6 @@ Images stay uint8 all the way to the accelerator: the model normalises them on d
 (`models.heads.normalize_pixels`), which moves 4x fewer bytes through worker IPC and the
 host-to-device copy and takes the float conversion off the host's critical path.
 
-The threads (and worker processes' threads) that run `LoadBatch` can run at a lower
-scheduling priority (`read_thread_nice`, training's `data.read_thread_nice`): with batches
-prepared ahead, the pipeline only needs the gaps the step leaves, and on CPU a read thread
-that preempts one device thread stalls every device at the next collective.
-
 With several workers, whole batches go to workers round-robin and come back in order. Batches
 are formed from the index stream before the workers (google/grain#1129: batching inside each
 worker drops each worker's remainder), so no record is dropped and the batches do not depend
@@ -39,9 +34,7 @@ from __future__ import annotations
 
 import functools
 import io
-import os
 import sys
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -353,9 +346,8 @@ class LoadBatch:
 
     def __init__(self, source: Any, *, image_size: int, train: bool, augment: Mapping | None,
                  with_metadata: bool, seed: int, batch_size: int, shard_index: int,
-                 shard_count: int, augment_on: str = "host", thread_nice: int = 0):
+                 shard_count: int, augment_on: str = "host"):
         self.source = source
-        self.thread_nice = int(thread_nice)
         self.image_size = int(image_size)
         self.train = bool(train)
         self.augment = _validate_augment(augment)
@@ -374,7 +366,6 @@ class LoadBatch:
         self.batch_size, self.shard_index, self.shard_count = batch_size, shard_index, shard_count
 
     def __call__(self, batch_index: int, indices: np.ndarray) -> dict:
-        lower_thread_priority(self.thread_nice)
         columns = read_columns(self.source, indices, self.keys)
         images = columns["image"]
         if self.predecoded is None:
@@ -392,31 +383,6 @@ class LoadBatch:
             else:
                 augment_batch(batch["image"], draws, self.augment)
         return batch
-
-
-_thread_nice = threading.local()
-
-
-def lower_thread_priority(nice: int) -> bool:
-    """Raise the calling thread's nice value to `nice` (Linux, where threads have their own;
-    never the main thread, which dispatches the step). True if the thread now runs at it.
-
-    Raising a nice value needs no privilege; lowering it again does, so each thread is only
-    ever moved up. A refusal is not an error: the pipeline then runs at normal priority."""
-    if nice <= 0 or not sys.platform.startswith("linux"):
-        return False
-    if threading.current_thread() is threading.main_thread():
-        return False
-    if getattr(_thread_nice, "value", 0) >= nice:
-        return True
-    try:
-        tid = threading.get_native_id()
-        if os.getpriority(os.PRIO_PROCESS, tid) < nice:
-            os.setpriority(os.PRIO_PROCESS, tid, nice)
-    except OSError:
-        return False
-    _thread_nice.value = nice
-    return True
 
 
 def read_ahead_batches(read_threads: int) -> int:
@@ -441,7 +407,6 @@ def make_dataset(
     read_threads: int = 2,
     worker_buffer_size: int = 2,
     augment_on: str = "host",
-    thread_nice: int = 0,
 ) -> grain.IterDataset:
     """Builds the grain pipeline over a random-access ``source`` of record dicts.
 
@@ -464,8 +429,6 @@ def make_dataset(
       worker_buffer_size: batches each worker prepares ahead.
       augment_on: where flip and pad-crop run (``AUGMENT_ON``); on the device, train
         batches carry ``FLIP_CROP`` [B, 3] int32 and the images come unaugmented.
-      thread_nice: nice value (0-19) of the threads that read and decode batches, in this
-        process and in the workers (``lower_thread_priority``); 0 leaves them as they are.
 
     Returns:
       A ``grain.IterDataset``; ``iter(ds)`` yields dicts {image uint8 [B,H,W,3], age
@@ -482,12 +445,9 @@ def make_dataset(
         drop_remainder = train
     if len(source) == 0:
         raise ValueError("empty data source")
-    if not 0 <= thread_nice <= 19:
-        raise ValueError(f"thread_nice must be a nice value in [0, 19], got {thread_nice}")
     load = LoadBatch(source, image_size=image_size, train=train, augment=augment,
                      with_metadata=with_metadata, seed=seed, batch_size=batch_size,
-                     shard_index=shard_index, shard_count=shard_count, augment_on=augment_on,
-                     thread_nice=thread_nice)
+                     shard_index=shard_index, shard_count=shard_count, augment_on=augment_on)
     if train:
         ds = ShuffledIndexBatches(len(source), batch_size, seed, num_epochs, shard_index,
                                   shard_count, drop_remainder)

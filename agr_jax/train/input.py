@@ -65,19 +65,6 @@ def resolve_tfds_dir(config: ml_collections.ConfigDict, workdir: str | Path) -> 
     return out
 
 
-CPU_READ_THREAD_NICE = 19
-
-
-def read_thread_nice(config: ml_collections.ConfigDict) -> int:
-    """`data.read_thread_nice`, with -1 resolved by where the step runs: on the CPU the read
-    threads share the cores with it (19: they take the gaps it leaves); on GPU/TPU they
-    share them only with other programs, so they keep normal priority (0)."""
-    nice = int(config.data.get("read_thread_nice", -1))
-    if nice >= 0:
-        return nice
-    return CPU_READ_THREAD_NICE if jax.default_backend() == "cpu" else 0
-
-
 def make_train_iterator(
     config: ml_collections.ConfigDict, source: Any, local_batch_size: int
 ) -> Any:
@@ -92,7 +79,6 @@ def make_train_iterator(
         shard_index=jax.process_index(),
         shard_count=jax.process_count(),
         worker_count=int(config.data.worker_count),
-        thread_nice=read_thread_nice(config),
     )
     return iter(ds)
 
@@ -129,7 +115,6 @@ def make_eval_batches(
         num_epochs=1,
         drop_remainder=False,
         worker_count=int(config.data.worker_count),
-        thread_nice=read_thread_nice(config),
         **({"with_metadata": True} if with_metadata else {}),
     )
 
