@@ -23,6 +23,10 @@ _WORK_DIR = flags.DEFINE_string("work_dir", "runs/benchmark", "Cache for prepare
 _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", 0, "Split the CPU into this many XLA devices and time the data-parallel "
     "step over them, as training with config.cpu_devices does (0: one device).")
+_REPEATS = flags.DEFINE_integer(
+    "repeats", None, "Fresh processes for each section the targets are judged on (the "
+    "suite's repeat_sections: vs_pytorch models' steps, the default loop); their paired "
+    "rounds are pooled. Default: the suite's (cpu 3, accelerator 1); 1 for a quicker run.")
 _ISOLATE = flags.DEFINE_bool(
     "isolate", True, "Run each section (each model's step and vs_pytorch, the pipeline, each "
     "loop, inference) in a fresh process, as a training run is; --noisolate runs them all in "
@@ -37,8 +41,8 @@ def main(argv):
     setup_logging(logging.INFO)
     repo_root = Path(__file__).resolve().parents[1]
     data_dir = Path(_DATA_DIR.value) if _DATA_DIR.value else pipeline.default_data_dir(repo_root)
-    report = suite.run_suite(suite.get_suite(_SUITE.value, _MODELS.value), data_dir,
-                             Path(_WORK_DIR.value), isolate=_ISOLATE.value,
+    chosen = suite.get_suite(_SUITE.value, _MODELS.value, _REPEATS.value)
+    report = suite.run_suite(chosen, data_dir, Path(_WORK_DIR.value), isolate=_ISOLATE.value,
                              cpu_devices=_CPU_DEVICES.value)
     print(suite.format_report(report))
     if _JSON.value:

@@ -49,6 +49,15 @@ def test_get_suite_rejects_unknown_models():
     assert {m.name for m in suite.get_suite("cpu", ["ror"]).models} == {"ror"}
 
 
+def test_cpu_suite_repeats_the_sections_with_targets_unless_told():
+    cpu = suite.get_suite("cpu")
+    assert cpu.repeats == 3 and set(cpu.repeat_sections) == {"ror", "resnet18", "loop"}
+    assert suite.get_suite("cpu", repeats=1).repeats == 1
+    assert suite.get_suite("accelerator").repeats == 1
+    with pytest.raises(ValueError, match="--repeats: expected at least 1"):
+        suite.get_suite("cpu", repeats=0)
+
+
 @pytest.fixture(scope="module")
 def tiny_report(tmp_path_factory):
     tiny = suite.Suite(
@@ -59,6 +68,7 @@ def tiny_report(tmp_path_factory):
         pipeline_batches=3, pipeline_windows=3, inference_batch=8, peak_matmul_size=256,
         synthetic_num=80,
         loop_steps=2, loop_windows=2,
+        repeats=2, repeat_sections=("ror", "loop"),  # in this process: exercises the pooling
         accelerator=True,  # adds per-device img/s and MFU (None: no bf16 peak known for CPU)
     )
     work = tmp_path_factory.mktemp("bench")
@@ -75,6 +85,8 @@ def test_report_has_every_section_with_sane_values(tiny_report):
                 "utilisation", "batch"):
         assert key in step, key
     assert step["img_s"] > 0 and step["batch"] == 8 and step["traces"] == 1
+    assert r["meta"]["repeats"] == {"count": 2, "sections": ["ror", "loop"]}
+    assert step["repeats"] == 2 and step["img_s"] == min(step["per_repeat"]["img_s"])
     assert step["window_steps"] == 2 and len(step["window_img_s"]) == 2  # window_s 0: fixed
     assert math.isclose(step["img_s"] * step["ms_per_step"] / 1e3, 8, rel_tol=1e-6)
     model = models.build("ror", outputs={"age": 1, "gender": 2, "race": 5}, **TINY_ROR)
@@ -103,6 +115,10 @@ def test_report_has_every_section_with_sane_values(tiny_report):
     assert r["loop_efficiency"] == lp["loop_efficiency"] == pytest.approx(
         statistics.median(lp["window_ratios"]))
     assert r["loop"]["iterators_started"] == 2  # CPU: a fresh pipeline per window
+    # Repeated: both repeats' pairs pooled; the variants beside it ran once.
+    assert lp["repeats"] == 2 and len(lp["window_ratios"]) == 4
+    assert len(lp["per_repeat"]["loop_efficiency"]) == 2
+    assert "repeats" not in r["loop_decode_every_epoch"]
     # As training by default: through the decoded cache; beside it, decoding every epoch.
     assert r["loop"]["decoded_cache"] and not r["loop_decode_every_epoch"]["decoded_cache"]
     assert r["loop_decode_every_epoch"]["loop_efficiency"] > 0
@@ -114,11 +130,13 @@ def test_report_has_every_section_with_sane_values(tiny_report):
     assert set(r["targets"]) >= {"loop_efficiency", "pipeline_vs_naive", "vs_pytorch.ror"}
     text = suite.format_report(r)
     assert "loop_efficiency" in r["targets"] and "loop_host_augment" in text and "ror" in text
+    assert "ror: the median of 2 processes" in text and "4 pairs; per process" in text
     if HAS_TORCH:
         v = r["vs_pytorch"]["ror"]
         assert v["ratio_of_medians"] == pytest.approx(v["img_s"] / v["torch_img_s"])
         assert v["ratio"] == pytest.approx(statistics.median(v["window_ratios"]))
-        assert len(v["window_ratios"]) == 2 and v["window_steps"] == step["window_steps"]
+        assert len(v["window_ratios"]) == 4 and v["repeats"] == 2  # 2 rounds x 2 repeats
+        assert len(v["per_repeat"]["window_steps"]) == 2
     else:
         assert "torch" in r["skipped"]["vs_pytorch.ror"].lower()
 
@@ -248,6 +266,48 @@ def test_each_model_section_runs_on_its_own_cpu_split_unless_the_flag_says(monke
     calls.clear()
     suite.run_suite(two, None, tmp_path, cpu_devices=1)  # --cpu_devices 1 wins everywhere
     assert {devices for _, devices in calls} == {1}
+    calls.clear()
+    fake("model", {"skipped": {}, "step": {"img_s": 1.0, "compile_s": 1.0}})
+    fake("loop", {"loop_efficiency": 1.0, "window_ratios": [1.0], "loop_img_s": 1.0,
+                  "step_img_s": 1.0})
+    two.repeats, two.repeat_sections = 2, ("resnet18", "loop_host_augment")
+    report = suite.run_suite(two, None, tmp_path)
+    assert [name for name, _ in calls] == ["machine", "model", "model", "model", "pipeline",
+                                           "loop", "loop", "loop", "loop", "inference"]
+    assert "repeats" not in report["step"]["ror"] and report["step"]["resnet18"]["repeats"] == 2
+    assert report["loop_host_augment"]["repeats"] == 2 and "repeats" not in report["loop"]
+
+
+def test_repeats_pool_every_round_so_one_slow_process_shows_but_does_not_decide():
+    from agr_jax.bench import repeats
+
+    def comparison(ratios, ours, theirs, steps):
+        return {"ratio": statistics.median(ratios), "window_ratios": ratios, "img_s": ours,
+                "torch_img_s": theirs, "window_steps": steps, "batch": 64}
+
+    runs = [comparison([1.2, 1.1, 1.3], 1050.0, 875.0, 17),
+            comparison([0.9, 0.88, 0.92], 846.0, 940.0, 14),  # a slow process of ours
+            comparison([1.15, 1.25, 1.2], 1070.0, 890.0, 17)]
+    pooled = repeats.pool_paired(runs, "ratio", "img_s", "torch_img_s")
+    assert pooled["ratio"] == statistics.median([1.2, 1.1, 1.3, 0.9, 0.88, 0.92, 1.15, 1.25,
+                                                 1.2]) == 1.15
+    assert pooled["per_repeat"] == {"ratio": [1.2, 0.9, 1.2], "img_s": [1050.0, 846.0, 1070.0],
+                                    "torch_img_s": [875.0, 940.0, 890.0],
+                                    "window_steps": [17, 14, 17]}
+    assert pooled["img_s"] == 1050.0 and pooled["torch_img_s"] == 890.0
+    assert pooled["ratio_of_medians"] == pytest.approx(1050.0 / 890.0)
+    assert pooled["repeats"] == 3 and pooled["batch"] == 64
+    assert runs[0]["window_ratios"] == [1.2, 1.1, 1.3]  # the inputs are left as they were
+    with pytest.raises(ValueError, match="no results"):
+        repeats.pool_paired([], "ratio", "img_s", "torch_img_s")
+
+    rows = [{"img_s": v, "compile_s": 10.0, "ms_per_step": 64e3 / v} for v in (900, 700, 800)]
+    step = repeats.merge_step(rows)  # the median repeat's row, whole
+    assert step["img_s"] == 800 and step["ms_per_step"] == 80.0
+    assert step["per_repeat"]["img_s"] == [900, 700, 800] and step["repeats"] == 3
+    assert repeats.median_index([3.0, 1.0, 2.0, 4.0]) == 2  # the lower middle: 2.0
+    one = {"skipped": {}, "step": rows[0]}
+    assert repeats.merge_model([one]) is one and "repeats" not in rows[0]
 
 
 def test_window_steps_lasts_the_asked_time_and_never_less_than_the_minimum():

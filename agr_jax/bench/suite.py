@@ -10,7 +10,9 @@ Sections (keys of the report): `peak` (measured matmul TFLOP/s per dtype), `step
 `loop_host_augment` the same loop flipping and cropping on the host, for comparison.
 
 By default every section runs in a fresh process of its own (`bench/isolate.py` says why);
-`meta.sections_isolated` records which way a report was made.
+`meta.sections_isolated` records which way a report was made. The sections the targets are
+judged on (`Suite.repeat_sections`) run `Suite.repeats` times, each in a fresh process, and
+their paired rounds are pooled (`bench/repeats.py` says why); `meta.repeats` records it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from agr_jax.bench import isolate as isolate_sections
+from agr_jax.bench import repeats as repeated
 from agr_jax.bench import sections
 from agr_jax.bench.step import ModelSpec
 
@@ -39,9 +42,9 @@ class Suite:
     window_s: float = 0.0  # and enough steps for a window this long (0: exactly `steps`)
     windows: int = 3  # median over windows
     vs_pytorch: tuple[str, ...] = ()  # model names compared against benchmarks/torch_reference
-    # Alternating rounds (ours, PyTorch) per comparison. This host's round ratios spread
-    # ~0.2 (2026-12-06: 0.94-1.25 for RoR in one run), so a median of 7 moved by a few
-    # percent from run to run; 11 rounds cost ~10 s more per comparison.
+    # Alternating rounds (ours, PyTorch) per comparison and process. This host's round
+    # ratios spread ~0.2 (2026-12-06: 0.94-1.25 for RoR in one run), so one process's median
+    # of 7 moved by a few percent from run to run, and so did one of 11.
     vs_pytorch_windows: int = 11
     pipeline_image_size: int = 64
     pipeline_batch: int = 128
@@ -56,6 +59,10 @@ class Suite:
     # windows, then more pairs, for a steadier median.
     loop_steps: int = 24
     loop_windows: int = 11
+    # Fresh processes for each section named here: model keys (its step and vs_pytorch) and
+    # loop variants (`LOOP_VARIANTS`); their rounds are pooled (bench/repeats.py).
+    repeats: int = 1
+    repeat_sections: tuple[str, ...] = ()
     inference_batch: int = 128
     synthetic_num: int = 2000  # images generated when no real data is found
     peak_matmul_size: int = 2048
@@ -79,6 +86,15 @@ def _cpu_suite() -> Suite:
         # bfloat16 keys: ours in bfloat16 against PyTorch under bfloat16 autocast.
         vs_pytorch=("ror", "resnet18", "ror_bfloat16", "resnet18_bfloat16"),
         window_s=1.0,
+        # The sections with targets, in 3 processes each. One process per section missed a
+        # target in 2 of 7 runs (2026-12-06): RoR's process speed varies by ~20 % from
+        # process to process, and one loop median of 11 pairs read 0.938-1.019. Pooled over
+        # 3 processes, 7 rounds and 9 pairs per process are more than the 11 of one, for
+        # ~5 min more per run.
+        repeats=3,
+        repeat_sections=("ror", "resnet18", "loop"),
+        vs_pytorch_windows=7,
+        loop_windows=9,
     )
 
 
@@ -107,10 +123,18 @@ def _accelerator_suite() -> Suite:
 SUITES = {"cpu": _cpu_suite, "accelerator": _accelerator_suite}
 
 
-def get_suite(name: str, model_names: list[str] | None = None) -> Suite:
+def get_suite(name: str, model_names: list[str] | None = None,
+              repeats: int | None = None) -> Suite:
+    """The named suite, cut to `model_names`; `repeats` (None: the suite's) processes for
+    each of its `repeat_sections`."""
     if name not in SUITES:
         raise ValueError(f"--suite: expected one of {sorted(SUITES)}, got {name!r}")
     suite = SUITES[name]()
+    if repeats is not None:
+        if repeats < 1:
+            raise ValueError(f"--repeats: expected at least 1 process per section, got "
+                             f"{repeats}")
+        suite.repeats = repeats
     if model_names:
         known = {m.name for m in suite.models}
         unknown = sorted(set(model_names) - known)
@@ -141,20 +165,30 @@ def run_suite(suite: Suite, data_dir: Path | None, work_dir: Path, isolate: bool
     `isolate`: each section (each model's step + vs_pytorch, the pipeline, each loop,
     inference) in a fresh process of its own, as a training run is (why: `bench/isolate.py`);
     False runs them all in this process. `cpu_devices`: as `--cpu_devices`, per section.
+    Each of `suite.repeat_sections` runs `suite.repeats` times (`bench/repeats.py`); in this
+    process, repeats only time again what the process already holds.
     """
     runner = isolate_sections.run_in_child if isolate else isolate_sections.run_in_process
     call = functools.partial(runner, cpu_devices=cpu_devices)
 
-    def call_for(spec: ModelSpec, *args: Any) -> Any:
-        """A model's section on its own CPU split (`--cpu_devices` wins when given)."""
-        return runner(*args, cpu_devices=cpu_devices or spec.cpu_devices)
+    def call_for(spec: ModelSpec, section: str, *args: Any) -> list[Any]:
+        """A model's section on its own CPU split (`--cpu_devices` wins when given), once
+        per repeat when `section` is one of the suite's `repeat_sections`."""
+        times = suite.repeats if section in suite.repeat_sections else 1
+        return [runner(*args, cpu_devices=cpu_devices or spec.cpu_devices)
+                for _ in range(times)]
 
     if not isolate and any(m.cpu_devices for m in suite.models):
         log.warning("--noisolate: every model runs on this process's devices; the suite's "
                     "per-model cpu_devices need a process each")
+    if not isolate and suite.repeats > 1:
+        log.warning("--noisolate: the %d repeats of %s share this process, so they do not "
+                    "sample process-to-process variation", suite.repeats,
+                    ", ".join(suite.repeat_sections))
     report: dict[str, Any] = {
         "meta": {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                 "sections_isolated": isolate},
+                 "sections_isolated": isolate,
+                 "repeats": {"count": suite.repeats, "sections": list(suite.repeat_sections)}},
         "step": {},
         "vs_pytorch": {},
         "skipped": {},
@@ -168,8 +202,9 @@ def run_suite(suite: Suite, data_dir: Path | None, work_dir: Path, isolate: bool
 
     for spec in suite.models:
         log.info("step %s: %dpx batch %d", spec.key, spec.image_size, spec.batch)
-        out = call_for(spec, sections.model, spec, suite, report["peak"][spec.dtype],
-                       machine["table_peak"], spec.key in suite.vs_pytorch)
+        out = repeated.merge_model(call_for(
+            spec, spec.key, sections.model, spec, suite, report["peak"][spec.dtype],
+            machine["table_peak"], spec.key in suite.vs_pytorch))
         for what, why in out["skipped"].items():
             _skip(report, what, why)
         if "step" in out:
@@ -190,12 +225,13 @@ def run_suite(suite: Suite, data_dir: Path | None, work_dir: Path, isolate: bool
     else:
         log.info("loop efficiency %s", first.key)
         for key, cached, augment_on in LOOP_VARIANTS:
-            report[key] = call_for(first, sections.loop, first, data_dir, work_dir, suite,
-                                   cached, augment_on)
+            report[key] = repeated.merge_loop(call_for(
+                first, key, sections.loop, first, data_dir, work_dir, suite, cached,
+                augment_on))
         report["loop_efficiency"] = report["loop"]["loop_efficiency"]
         log.info("inference %s", first.key)
-        report["inference"] = call_for(first, sections.inference, first, data_dir, work_dir,
-                                       suite)
+        report["inference"], = call_for(first, "inference", sections.inference, first,
+                                        data_dir, work_dir, suite)
     report["targets"] = targets(report)
     return report
 
@@ -217,6 +253,13 @@ def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _per_repeat(result: dict[str, Any], key: str, fmt: str) -> str:
+    """"; per process a b c" for a section that ran in several processes, else ""."""
+    if result.get("repeats", 1) == 1:
+        return ""
+    return "; per process " + " ".join(f"{v:{fmt}}" for v in result["per_repeat"][key])
+
+
 def format_report(report: dict[str, Any]) -> str:
     """Human-readable tables of the report."""
     lines = [f"{report['meta']['date']}  {report['meta']['machine']}  "
@@ -236,11 +279,18 @@ def format_report(report: dict[str, Any]) -> str:
                      f"{r['ms_per_step']:>10.1f}{r['compile_s']:>11.1f}"
                      f"{r['flops_per_img'] / 1e9:>11.3f}{r['achieved_tflops']:>9.4f}{util:>7}"
                      + mfu)
+    for key, r in report["step"].items():
+        if r.get("repeats", 1) > 1:
+            lines.append(f"  {key}: the median of {r['repeats']} processes (img/s"
+                         f"{_per_repeat(r, 'img_s', '.1f')})")
     for key, r in report.get("vs_pytorch", {}).items():
         rounds = r["window_ratios"]
+        steps = sorted(set(r.get("per_repeat", {}).get("window_steps", [r["window_steps"]])))
+        processes = f"{r['repeats']} processes, " if r.get("repeats", 1) > 1 else ""
         lines.append(f"vs_pytorch {key:<18} ours {r['img_s']:.1f} img/s, PyTorch "
-                     f"{r['torch_img_s']:.1f} img/s: ratio {r['ratio']:.2f} ({len(rounds)} "
-                     f"rounds of {r['window_steps']} steps: {min(rounds):.2f}-{max(rounds):.2f})")
+                     f"{r['torch_img_s']:.1f} img/s: ratio {r['ratio']:.2f} ({processes}"
+                     f"{len(rounds)} rounds of {'/'.join(map(str, steps))} steps: "
+                     f"{min(rounds):.2f}-{max(rounds):.2f}{_per_repeat(r, 'ratio', '.2f')})")
     if "pipeline" in report:
         p = report["pipeline"]
         workers = ", ".join(f"{w} worker(s) {v:,.0f}" for w, v in p["img_s"].items())
@@ -253,7 +303,8 @@ def format_report(report: dict[str, Any]) -> str:
             where = "in the step" if lp.get("augment_on") == "device" else "on the host"
             lines.append(f"{key:<24} efficiency {lp['loop_efficiency']:.3f} ({lp['model']}, "
                          f"{how}, flip + pad-crop {where}: loop {lp['loop_img_s']:.1f} img/s, "
-                         f"step {lp['step_img_s']:.1f} img/s)")
+                         f"step {lp['step_img_s']:.1f} img/s, {len(lp['window_ratios'])} "
+                         f"pairs{_per_repeat(lp, 'loop_efficiency', '.3f')})")
     if "inference" in report:
         lines.append(f"inference {report['inference']['img_s']:,.0f} img/s "
                      f"(JPEG bytes -> labels, batch {report['inference']['batch']})")
