@@ -54,6 +54,7 @@ def test_cpu_suite_repeats_the_sections_with_targets_unless_told():
     assert cpu.repeats == 3 and set(cpu.repeat_sections) == {"ror", "resnet18", "loop"}
     assert suite.get_suite("cpu", repeats=1).repeats == 1
     assert suite.get_suite("accelerator").repeats == 1
+    assert suite.get_suite("accelerator", repeats=2).repeat_sections == cpu.repeat_sections
     with pytest.raises(ValueError, match="--repeats: expected at least 1"):
         suite.get_suite("cpu", repeats=0)
 
