@@ -1,6 +1,6 @@
 """loop_efficiency through the decoded cache and decoding every epoch, alternating windows.
 
-    python benchmarks/loop_ab.py [--rounds 10] [--steps 24]    # from the repository root
+    python benchmarks/loop_ab.py [--rounds 10] [--steps N]    # from the repository root
 
 The CPU suite's `ror` step (on its CPU split, 2 devices, flip + pad-crop in the step) and
 loop settings on the real crops (../shared/utkface, else the synthetic set); each round runs
@@ -27,9 +27,10 @@ from agr_jax.train.parallel import use_cpu_devices
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=24, help="timed steps per window")
-    args = parser.parse_args()
     cpu = suite.get_suite("cpu")
+    parser.add_argument("--steps", type=int, default=cpu.loop_steps,
+                        help="timed steps per window (default: the cpu suite's)")
+    args = parser.parse_args()
     spec = {s.key: s for s in cpu.models}["ror"]
     use_cpu_devices(spec.cpu_devices)  # before JAX's backends start, as the suite's section
     bench = StepBench(spec, device_augment=pipeline_bench.AUGMENT)  # flip + crop in the step
