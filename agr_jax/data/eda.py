@@ -97,12 +97,18 @@ def run_eda(source: str | Path, out_dir: str | Path, check_decode: bool = True
     return stats, result
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This entry point's flags (tests/test_docs_commands.py checks the docs against them)."""
     parser = argparse.ArgumentParser(description="Label statistics of a UTKFace-format set.")
     parser.add_argument("source", help="UTKFace folder or .tar.gz archive")
     parser.add_argument("--out", default=None, help="output folder (default ./eda_<name>)")
     parser.add_argument("--no_check_decode", action="store_true",
                         help="count from file names only (faster; undecodable files not found)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     source = Path(args.source)
     out = Path(args.out) if args.out else Path(f"eda_{source.name.split('.')[0]}")

@@ -340,7 +340,8 @@ def _parse_ratios(text: str) -> tuple[float, float, float]:
         raise argparse.ArgumentTypeError(str(e)) from e
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This entry point's flags (tests/test_docs_commands.py checks the docs against them)."""
     parser = argparse.ArgumentParser(
         description="Build the TFDS dataset from raw files; prints every rejected file."
     )
@@ -360,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="imdb_wiki: drop faces scoring below this (default 1.0)")
     parser.add_argument("--no_check_decode", action="store_true",
                         help="skip verifying that every image decodes")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     age_range = None

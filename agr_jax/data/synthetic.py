@@ -137,7 +137,8 @@ def generate(
     return sorted(paths)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """This entry point's flags (tests/test_docs_commands.py checks the docs against them)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--num", type=int, required=True, help="number of valid images")
@@ -145,6 +146,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=64, help="image side in pixels")
     parser.add_argument("--with_malformed", action="store_true",
                         help="also write a few malformed files (for reject reporting)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.num < 1 or args.size < 16:
         parser.error("--num must be >= 1 and --size >= 16")
