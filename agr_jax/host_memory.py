@@ -12,7 +12,7 @@ faults and 517-547 ms on this project's 2-core host. Two settings together stop 
    a worker thread, from one of glibc's secondary arenas: those are mmap-ed heaps of at most
    64 MB that hand bigger chunks to mmap whatever M_MMAP_MAX says.
 
-Together: 0 faults per step and 377-439 ms (README "Throughput", 2026-12-02). Either alone
+Together: 0 faults per step and 377-439 ms (docs/throughput.md, 2026-12-02). Either alone
 leaves the faults. The costs: the process keeps its peak heap (as caching allocators do), and
 the Python thread waits for each CPU computation instead of queueing the next one (the
 training loop's input work runs on grain's threads meanwhile; GPU/TPU dispatch is unchanged).

@@ -1,4 +1,4 @@
-"""Print the README model-zoo table: parameters and analytic forward FLOPs of every backbone.
+"""Print the model-zoo table of docs/training.md: parameters and forward FLOPs per backbone.
 
     PYTHONPATH=. python benchmarks/model_table.py
 

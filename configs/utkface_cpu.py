@@ -7,7 +7,7 @@
 Data: `data.dir` = ../shared/utkface (override with --config.data.dir=...), prepared once
 into runs/utk_tfds (seeded 80/10/10 split grouped by capture timestamp: the README split).
 Target on the test split: gender >= 92%, race >= 84%, age MAE <= 5.8 years. Measured results
-are in README "Real-data recipe".
+are in docs/results.md.
 
 Design: DESIGN.md §5's PyTorch recipe (width-48 ResNet-18, AdamW 2e-3 one-cycle, batch 128,
 flip + pad-crop, flip TTA) fitted to the CPU: the stride-2 stem keeps its max-pool and buys
@@ -15,10 +15,10 @@ resolution with the input instead (80 px: stage maps 20/10/5/3). Until 2026-11-2
 ran on XLA's convolutions with the matmul routing (~1.15-1.2 s per step of 128 over
 `cpu_devices=2`), which fitted 19 epochs in ~46 min; with oneDNN convolutions
 (`model.conv_impl="auto"`, models/onednn_conv.py) it takes ~0.8 s on one device, so the
-recipe now trains 30 epochs (3,450 steps) in ~52 min. One run of this (README run 8),
+recipe now trains 30 epochs (3,450 steps) in ~52 min. One run of this (docs/results.md run 8),
 evaluated at its last checkpoint (`eval_checkpoint`, below): test gender 0.923, race 0.849,
 age MAE 5.40 (at its lowest-validation-loss checkpoint 0.9195 / 0.846 / 5.53); the second
-seed (README run 10, `--config.seed=1`, 47.7 min) 0.919 / 0.843 / 5.43, gender two faces
+seed (docs/results.md run 10, `--config.seed=1`, 47.7 min) 0.919 / 0.843 / 5.43, gender two faces
 short; the 19-epoch runs read 0.912-0.921. Since 2026-12-02 evaluation also averages the
 +-3 px shift grid (`eval_shift_tta`, chosen on the validation split): run 10 then reads
 0.9206 / 0.854 / 5.27 and run 11 (seed 0 on commit 72b8a0d, 54.6 min) 0.9206 / 0.858 / 5.15:
@@ -28,7 +28,7 @@ Age: regression head (sigmoid x 116), MSE on age/116 weighted x30. Unweighted, t
 is ~100x smaller than the two cross-entropies, so the shared trunk learns gender and race
 features and age underfits (training MAE still ~7 years at the end). Validation of this
 recipe with only the age loss changed (run on a lent H100, same code, the crops re-encoded
-at 80 px; README "Real-data recipe" has the command):
+at 80 px; docs/results.md has the command):
 
     age loss             epochs  age MAE  gender  race
     L1 x1                19      6.62     0.921   0.821
@@ -38,12 +38,12 @@ at 80 px; README "Real-data recipe" has the command):
     MSE x30              14      5.93     0.916   0.824
     L1, learned weights  14      6.65     0.920   0.814
 
-A second GPU sweep (README "Second GPU sweep": batch 64, label smoothing, EMA of weights,
+A second GPU sweep (docs/results.md "Second GPU sweep": batch 64, label smoothing, EMA of weights,
 learning rate, dropout, weight decay, age weight 20, the reference's 64 px layout without
 the stem max-pool; 2-3 seeds for the main arms, test and validation splits) found nothing
 that beats this config on both splits, so none of it is switched on here.
 
-Measured CPU runs are in README "Real-data recipe".
+Measured CPU runs are in docs/results.md.
 """
 
 from agr_jax.defaults import get_config as base_config
@@ -58,7 +58,7 @@ def get_config():
     c.data.augment.update(flip=True, pad_crop=6)
     c.model.name = "resnet18"
     c.model.width = 0.75
-    c.model.stem_pool = True  # stage 1 at 20x20; False (32x32 at 64 px) lost, see README
+    c.model.stem_pool = True  # stage 1 at 20x20; False (32x32 at 64 px) lost, see docs/results.md
     c.model.head_hidden = (128,)
     c.model.pooling = "avg"
     c.model.dropout = 0.1
@@ -71,12 +71,12 @@ def get_config():
     c.num_epochs = 30
     c.eval_flip_tta = True
     # ... and each at the 3x3 grid of crops shifted by 0/+-3 px (18 views): chosen on the
-    # validation split of runs 10 and 11 (README: +-2/3/4 px; +-3 best on mean gender, race
+    # validation split of runs 10 and 11 (docs/results.md: +-2/3/4 px; +-3 best on mean gender, race
     # and age MAE there).
     c.eval_shift_tta = 3
     # Evaluate the end of the one-cycle schedule, not the lowest validation loss: the
     # cross-entropies overfit late while the accuracies still rise. On the validation split,
-    # runs 8 and 9 (README) read gender 0.937 / 0.936 at the last checkpoint against
+    # runs 8 and 9 (docs/results.md) read gender 0.937 / 0.936 at the last checkpoint against
     # 0.930 / 0.927 at the lowest-loss one, race and age MAE as good or better.
     c.eval_checkpoint = "latest"
     c.optimizer.name = "adamw"

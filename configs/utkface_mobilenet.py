@@ -4,7 +4,7 @@
         --config.data.dir=/path/to/UTKFace --workdir runs/utkface_mobilenet
     python -m agr_jax.evaluate --workdir runs/utkface_mobilenet --split test
 
-Expected result: not yet measured (a reference config for the model zoo; see README).
+Expected result: not yet measured (a reference config for the model zoo; see docs/training.md).
 """
 
 from agr_jax.defaults import zoo_config

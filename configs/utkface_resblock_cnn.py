@@ -5,7 +5,7 @@ the age branch with alpha dropout. 128 px.
         --config.data.dir=/path/to/UTKFace --workdir runs/utkface_resblock_cnn
     python -m agr_jax.evaluate --workdir runs/utkface_resblock_cnn --split test
 
-Expected result: not yet measured (a reference config for the model zoo; see README).
+Expected result: not yet measured (a reference config for the model zoo; see docs/training.md).
 """
 
 from agr_jax.defaults import zoo_config

@@ -6,7 +6,7 @@ The FC layers live in the backbone, so the task heads are single linear layers.
         --config.data.dir=/path/to/UTKFace --workdir runs/utkface_shallow_lrn
     python -m agr_jax.evaluate --workdir runs/utkface_shallow_lrn --split test
 
-Expected result: not yet measured (a reference config for the model zoo; see README).
+Expected result: not yet measured (a reference config for the model zoo; see docs/training.md).
 """
 
 from agr_jax.defaults import zoo_config

@@ -4,7 +4,7 @@ Why: a training run is one model in one process, and a section timed in a proces
 already run others does not measure that. On the project's 2-core host the ResNet-18 step
 read 211.7 img/s in the suite's process after the Xception bench against 256.8 img/s in the
 step table of the same run, and the single-worker pipeline 0.61-0.64 of the decode limit
-against 0.80 in a fresh process (README "Throughput", 2026-12-02): the earlier sections'
+against 0.80 in a fresh process (docs/throughput.md, 2026-12-02): the earlier sections'
 heap, freed executables and idle thread pools stay behind. A child per section also leaves
 the parent without JAX backends of its own, so on a GPU/TPU each child gets the whole device
 (JAX preallocates most of its memory; a TPU opens in one process at a time).

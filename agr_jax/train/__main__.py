@@ -3,7 +3,7 @@
 Any config key can be overridden: `--config.batch_size=32 --config.model.name=ror`.
 Multi-host: `--distributed` (auto-detected under SLURM, Open MPI and on TPU pods) calls
 `jax.distributed.initialize`; pass `--coordinator_address`, `--num_processes` and
-`--process_id` where the platform does not provide them (README, "Scaling out").
+`--process_id` where the platform does not provide them (docs/scaling.md).
 """
 
 import jax
