@@ -149,18 +149,35 @@ def test_report_has_every_section_with_sane_values(tiny_report):
         assert "torch" in r["skipped"]["vs_pytorch.ror"].lower()
 
 
+# The CPU suite's vs_pytorch models as benchmarked, and smaller variants of each.
+TWINS = [("ror", {"width": 4, "stage_sizes": (1, 1)}, 32),
+         ("ror", {"width": 8, "stage_sizes": (2, 1, 1)}, 32),
+         ("resnet18", {"width": 1 / 8}, 32),
+         *((m.name, m.kwargs, m.image_size) for m in suite.get_suite("cpu").models
+           if m.key in suite.VS_PYTORCH_TARGETS)]
+
+
 @pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
-@pytest.mark.parametrize("kw", [{"width": 4, "stage_sizes": (1, 1)},
-                                {"width": 8, "stage_sizes": (2, 1, 1)}])
-def test_torch_ror_twin_has_the_same_parameter_count(kw):
+@pytest.mark.parametrize("name,kw,side", TWINS, ids=lambda v: str(v))
+def test_torch_twin_has_the_same_parameters_outputs_and_flops(name, kw, side):
+    """vs_pytorch compares the same network: parameter count, output shapes, and FLOPs per
+    image (ours from the jaxpr, PyTorch's from its own FlopCounterMode), equal."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
     from agr_jax.train.state import count_params
     from benchmarks import torch_reference
 
-    model = models.build("ror", outputs=torch_reference.OUTPUTS, **kw)
-    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
-    assert count_params(variables["params"]) == torch_reference.count_params(
-        torch_reference.build("ror", **kw)
-    )
+    model = models.build(name, outputs=torch_reference.OUTPUTS, **kw)
+    images = jnp.zeros((2, side, side, 3))
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), images))
+    ours = jax.eval_shape(lambda v: model.apply(v, images, train=False)[0], variables)
+    twin = torch_reference.build(name, **kw).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        theirs = twin(torch.zeros(2, 3, side, side))
+    assert count_params(variables["params"]) == torch_reference.count_params(twin)
+    assert {k: v.shape for k, v in ours.items()} == {k: tuple(v.shape) for k, v in theirs.items()}
+    assert 2 * flops.forward_flops(model, side) == counter.get_total_flops() > 0
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
