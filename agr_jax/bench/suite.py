@@ -140,12 +140,6 @@ def _accelerator_suite() -> Suite:
 
 SUITES = {"cpu": _cpu_suite, "accelerator": _accelerator_suite}
 
-# (report key, through the decoded cache, data.augment_on): the first is training's default.
-LOOP_VARIANTS = (("loop", True, "auto"), ("loop_decode_every_epoch", False, "auto"),
-                 ("loop_host_augment", True, "host"))
-# What `--sections` can pick: `step` is every model's step and vs_pytorch.
-SECTIONS = ("step", "pipeline", *(key for key, _, _ in LOOP_VARIANTS), "inference")
-
 
 def get_suite(name: str, model_names: list[str] | None = None,
               repeats: int | None = None, sections: list[str] | None = None) -> Suite:
@@ -175,6 +169,13 @@ def get_suite(name: str, model_names: list[str] | None = None,
         suite.vs_pytorch = tuple(n for n in suite.vs_pytorch
                                  if n.removesuffix("_bfloat16") in model_names)
     return suite
+
+
+# (report key, through the decoded cache, data.augment_on): the first is training's default.
+LOOP_VARIANTS = (("loop", True, "auto"), ("loop_decode_every_epoch", False, "auto"),
+                 ("loop_host_augment", True, "host"))
+# What `--sections` can pick: `step` is every model's step and vs_pytorch.
+SECTIONS = ("step", "pipeline", *(key for key, _, _ in LOOP_VARIANTS), "inference")
 
 
 def _skip(report: dict, what: str, why: str) -> None:
