@@ -2,7 +2,10 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# Extras installed into the venv; .ci/run adds `twins` (the CPU torch wheel).
+EXTRAS ?= test
+comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 WORKDIR ?= runs/quickstart
 # pytest-xdist workers; whole files per worker (module fixtures train once). Compiles are
 # mostly single-threaded, so two workers keep two cores busy; TEST_WORKERS=0 runs in-process.
@@ -13,7 +16,7 @@ TEST_WORKERS ?= 2
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -1,4 +1,5 @@
-"""Throughput benchmarks: `python -m agr_jax.benchmark [--suite cpu|accelerator] [--json PATH]`.
+"""Throughput benchmarks: `python -m agr_jax.benchmark [--suite cpu|accelerator] [--json PATH]
+[--sections loop,...]`.
 
 Run from the repository root (the PyTorch reference lives in benchmarks/, outside the package).
 """
@@ -16,6 +17,10 @@ from agr_jax.train.parallel import use_cpu_devices
 _SUITE = flags.DEFINE_enum("suite", "cpu", sorted(suite.SUITES), "Which benchmark suite.")
 _JSON = flags.DEFINE_string("json", None, "Write the report as JSON to this path.")
 _MODELS = flags.DEFINE_list("models", None, "Only these models of the suite (default: all).")
+_SECTIONS = flags.DEFINE_list(
+    "sections", None, f"Only these sections (default: all): {', '.join(suite.SECTIONS)}; "
+    "`step` is every model's step and vs_pytorch, the loops and inference run on the first "
+    "model. E.g. --sections loop: only the loop the loop_efficiency target is judged on.")
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "UTKFace folder for the pipeline sections (default: <repo>/../shared/"
     "utkface; a synthetic set is generated when it is missing).")
@@ -41,7 +46,7 @@ def main(argv):
     setup_logging(logging.INFO)
     repo_root = Path(__file__).resolve().parents[1]
     data_dir = Path(_DATA_DIR.value) if _DATA_DIR.value else pipeline.default_data_dir(repo_root)
-    chosen = suite.get_suite(_SUITE.value, _MODELS.value, _REPEATS.value)
+    chosen = suite.get_suite(_SUITE.value, _MODELS.value, _REPEATS.value, _SECTIONS.value)
     report = suite.run_suite(chosen, data_dir, Path(_WORK_DIR.value), isolate=_ISOLATE.value,
                              cpu_devices=_CPU_DEVICES.value)
     print(suite.format_report(report))

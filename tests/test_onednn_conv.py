@@ -2,6 +2,7 @@
 under jit and inside whole models; `auto` picks it on CPU when it builds."""
 
 import logging
+import re
 
 import jax
 import jax.numpy as jnp
@@ -182,12 +183,52 @@ def test_whole_model_trains_the_same_and_counts_the_same_flops(caplog, fast_jit,
     assert onednn_conv.TARGETS["forward"] in str(jax.make_jaxpr(fast.apply)(variables, images))
 
     def loss(model, params):
-        logits, _ = model.apply({**variables, "params": params}, images, train=True,
-                                mutable=["batch_stats"])[0]
-        return sum(jnp.sum(v ** 2) for v in logits.values())
+        (logits, _), updates = model.apply({**variables, "params": params}, images,
+                                           train=True, mutable=["batch_stats"])
+        return sum(jnp.sum(v ** 2) for v in logits.values()), (logits, updates)
 
-    got = jax.jit(jax.grad(lambda p: loss(fast, p)))(variables["params"])
-    want = jax.jit(jax.grad(lambda p: loss(ref, p)))(variables["params"])
+    def outputs_and_grads(model):
+        return jax.jit(jax.grad(lambda p: loss(model, p), has_aux=True))(variables["params"])
+
+    (got, got_out), (want, want_out) = outputs_and_grads(fast), outputs_and_grads(ref)
+    # Outputs: every task's logits and the updated BatchNorm statistics.
+    assert jax.tree.structure(got_out) == jax.tree.structure(want_out)
+    for a, b in zip(jax.tree.leaves(got_out), jax.tree.leaves(want_out), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4)
     assert flops.forward_flops(fast, 48) == flops.forward_flops(ref, 48)
+
+
+@pytest.mark.parametrize("which,error", [
+    (0, "oneDNN: test: dnnl::error"),
+    (1, "oneDNN conv: out of memory"),
+    (2, "oneDNN conv: test: std::runtime_error"),
+    (3, "oneDNN conv: unknown C++ exception"),
+])
+def test_every_cpp_exception_becomes_a_python_error_not_an_abort(which, error):
+    """One that escaped the FFI handler would abort this process (and the test run)."""
+    call = jax.ffi.ffi_call(onednn_conv.TARGETS["throw_for_test"],
+                            jax.ShapeDtypeStruct((1,), jnp.float32))
+    with pytest.raises(Exception, match=re.escape(error)):
+        jax.block_until_ready(call(which=np.int64(which)))
+
+
+def test_build_key_changes_with_jaxlib_and_the_compiler(tmp_path, monkeypatch):
+    """A cached library built against other FFI headers or by another compiler is not
+    reused."""
+    root = tmp_path / "onednn"
+    (root / "lib").mkdir(parents=True)
+    (root / "lib/libdnnl.so").write_bytes(b"stand-in")
+
+    def compiler(version: str) -> str:
+        path = tmp_path / f"cxx-{version}"
+        path.write_text(f"#!/bin/sh\necho 'g++ (fake) {version}'\n")
+        path.chmod(0o755)
+        return str(path)
+
+    old = onednn_conv._build_key(compiler("12.2.0"), root)
+    assert onednn_conv._build_key(compiler("12.2.0"), root) == old  # stable
+    assert onednn_conv._build_key(compiler("13.1.0"), root) != old
+    monkeypatch.setattr(onednn_conv.jaxlib, "__version__", "0.0.0-other")
+    assert onednn_conv._build_key(compiler("12.2.0"), root) != old

@@ -4,9 +4,11 @@ A tiny RoR (with dropout and augmentation) on 300 synthetic 16px faces (45 steps
 checkpoint every 4). One uninterrupted reference run is shared; every killed-and-restarted
 run must end with bit-identical parameters (and optimiser state, BN statistics, RNG).
 Kills come from `AGR_JAX_FAULT` (train/faults.py): a real SIGKILL of the training process
-at a chosen point.
+at a chosen point, drawn from a fresh seed that every failure message names
+(`AGR_JAX_TEST_KILL_SEED=N` replays one).
 """
 
+import contextlib
 import json
 import os
 import random
@@ -35,6 +37,24 @@ OVERRIDES = [
     "--config.log_every_steps=5",
     "--config.optimizer.warmup_steps=0",
 ]
+
+
+KILL_SEED_ENV = "AGR_JAX_TEST_KILL_SEED"
+
+
+@pytest.fixture
+def kill_seed() -> int:
+    return int(os.environ.get(KILL_SEED_ENV) or random.randrange(10**6))
+
+
+@contextlib.contextmanager
+def named_in_failures(seed: int, kill: str):
+    """Any exception raised inside carries the seed and the kill point drawn from it."""
+    try:
+        yield
+    except BaseException as error:
+        error.add_note(f"kill seed {seed} ({kill}); replay: {KILL_SEED_ENV}={seed}")
+        raise
 
 
 @pytest.fixture(scope="module")
@@ -95,32 +115,33 @@ def _kill_and_resume(env, reference, workdir: Path, fault: str) -> tuple[int, in
     return before, start
 
 
-def test_kill_at_random_step_then_resume_is_bit_identical(env, reference):
-    seed = random.randrange(10**6)
+def test_kill_at_random_step_then_resume_is_bit_identical(env, reference, kill_seed):
     # >= 9: the save at step 8 waits for the one at 4, so a resume point always exists.
-    kill_at = random.Random(seed).randint(2 * EVERY + 1, reference[1]["step"] - 2)
-    before, _ = _kill_and_resume(env, reference, env["root"] / f"kill_{kill_at}",
-                                 f"step:{kill_at}")
-    assert 0 < before <= kill_at, f"seed {seed}, killed at step {kill_at}"
+    kill_at = random.Random(kill_seed).randint(2 * EVERY + 1, reference[1]["step"] - 2)
+    with named_in_failures(kill_seed, f"killed at step {kill_at}"):
+        before, _ = _kill_and_resume(env, reference, env["root"] / f"kill_{kill_at}",
+                                     f"step:{kill_at}")
+        assert 0 < before <= kill_at
 
 
-def test_kill_during_checkpoint_save_keeps_previous(env, reference):
-    seed = random.randrange(10**6)
-    save_step = random.Random(seed).choice(range(3 * EVERY, reference[1]["step"] - 2, EVERY))
-    workdir = env["root"] / f"kill_in_save_{save_step}"
-    killed = train(env, workdir, f"save:{save_step}")
-    assert killed.returncode == -signal.SIGKILL
-    partial = list((workdir / "checkpoints").glob(f"{save_step}.orbax-checkpoint-tmp*"))
-    assert partial, f"seed {seed}: no interrupted save of step {save_step} left behind"
-    previous = max(complete_steps(workdir))
-    assert save_step - EVERY <= previous < save_step  # an epoch-end save may lie between
-    assert checkpoint.describe(workdir)["step"] == previous
-    restarted = train(env, workdir)
-    assert restarted.returncode == 0, restarted.stderr[-3000:]
-    assert resumed_from(restarted) == previous
-    info = checkpoint.describe(workdir)
-    assert info["params_sha256"] == reference[1]["params_sha256"]
-    assert info["state_sha256"] == reference[1]["state_sha256"]
+def test_kill_during_checkpoint_save_keeps_previous(env, reference, kill_seed):
+    save_step = random.Random(kill_seed).choice(
+        range(3 * EVERY, reference[1]["step"] - 2, EVERY))
+    with named_in_failures(kill_seed, f"killed while saving step {save_step}"):
+        workdir = env["root"] / f"kill_in_save_{save_step}"
+        killed = train(env, workdir, f"save:{save_step}")
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+        partial = list((workdir / "checkpoints").glob(f"{save_step}.orbax-checkpoint-tmp*"))
+        assert partial, "no interrupted save left behind"
+        previous = max(complete_steps(workdir))
+        assert save_step - EVERY <= previous < save_step  # an epoch-end save may lie between
+        assert checkpoint.describe(workdir)["step"] == previous
+        restarted = train(env, workdir)
+        assert restarted.returncode == 0, restarted.stderr[-3000:]
+        assert resumed_from(restarted) == previous
+        info = checkpoint.describe(workdir)
+        assert info["params_sha256"] == reference[1]["params_sha256"]
+        assert info["state_sha256"] == reference[1]["state_sha256"]
 
 
 def test_checkpoint_info_cli(env, reference):

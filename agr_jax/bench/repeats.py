@@ -75,7 +75,11 @@ def merge_model(outs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def merge_loop(outs: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """`sections.loop` results of repeats of one loop variant."""
+    """`sections.loop` results of repeats of one loop variant (and of their `short` laps)."""
     if len(outs) == 1:
         return outs[0]
-    return pool_paired(outs, "loop_efficiency", "loop_img_s", "step_img_s")
+    merged = pool_paired(outs, "loop_efficiency", "loop_img_s", "step_img_s")
+    if all("short" in out for out in outs):
+        merged["short"] = pool_paired([out["short"] for out in outs], "loop_efficiency",
+                                      "loop_img_s", "step_img_s")
+    return merged

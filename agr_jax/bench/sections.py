@@ -162,7 +162,8 @@ def loop(spec: ModelSpec, data_dir: Path | None, work_dir: Path, suite: Any,
             data.source, data.tfds_dir, "train", spec.image_size,
             float(training.data.decoded_cache_gb))
     out = loop_bench.run(bench, source, suite.loop_steps, suite.loop_windows,
-                         suite.loop_workers, log_every=int(training.log_every_steps))
+                         suite.loop_workers, log_every=int(training.log_every_steps),
+                         short_steps=suite.loop_short_steps)
     out["decoded_cache"] = source is not data.source
     return out
 

@@ -22,10 +22,13 @@ import datetime
 import functools
 import logging
 import os
+import statistics
 from pathlib import Path
 from typing import Any
 
+from agr_jax import models as model_registry
 from agr_jax.bench import isolate as isolate_sections
+from agr_jax.bench import loop as loop_bench
 from agr_jax.bench import repeats as repeated
 from agr_jax.bench import sections
 from agr_jax.bench.step import ModelSpec
@@ -57,10 +60,12 @@ class Suite:
     pipeline_batches: int = 48
     pipeline_windows: int = 5  # decode-limit / one-worker window pairs
     loop_workers: int = 0  # as configs/quickstart.py (data.worker_count)
-    # Timed steps per loop window (after the pipeline's buffers drain), and loop/step window
-    # pairs (median of the pair ratios).
-    loop_steps: int = 24
+    # Timed steps per loop window (after the pipeline's buffers drain; `loop_efficiency` is
+    # judged on these), and loop/step window pairs (median of the pair ratios).
+    loop_steps: int = loop_bench.long_window_steps(0)
     loop_windows: int = 11
+    # Also timed at this step of each window (`loop_efficiency_short`; None: not).
+    loop_short_steps: int | None = None
     # Fresh processes for each section named here: model keys (its step and vs_pytorch) and
     # loop variants (`LOOP_VARIANTS`); their rounds are pooled (bench/repeats.py). By
     # default the sections the targets are judged on.
@@ -70,6 +75,10 @@ class Suite:
     synthetic_num: int = 2000  # images generated when no real data is found
     peak_matmul_size: int = 2048
     accelerator: bool = False
+    sections: tuple[str, ...] = ()  # only these (`SECTIONS`; empty: every one)
+
+    def runs(self, section: str) -> bool:
+        return not self.sections or section in self.sections
 
 
 def _cpu_suite() -> Suite:
@@ -95,15 +104,15 @@ def _cpu_suite() -> Suite:
         # 3 processes, 7 rounds per process are more than the 11 of one.
         repeats=3,
         vs_pytorch_windows=7,
-        # Short loop windows, many pairs: on this host a pair's ratio spreads as widely for
-        # 6-step windows as for 24-step ones (pure step against itself, IQR 0.12 at 6, 12, 24
-        # and 48 steps; the loop, IQR 0.067 / 0.069 / 0.090 at 6 / 12 / 24 steps, medians
-        # 0.977 / 0.969 / 0.959, one process, 2026-12-06 s25), and a pair costs ~1.4 s at 8
-        # steps against ~3.4 s at 24 (drain and pipeline restart included). The pipeline runs
-        # far ahead of the step (its read-ahead is full again by the end of the drain), so a
-        # short window times the same steady state.
-        loop_steps=8,
-        loop_windows=30,
+        # Loop windows of 28 steps (4x the 7 batches the pipeline holds, so its read-ahead
+        # cannot carry a window), each also timed at step 8 (the s25 suite's windows). A
+        # pair should cost ~3.9 s at 28 steps against ~1.4 s at 8 (extrapolated from s25's
+        # 1.22 s at 6 and 3.42 s at 24 steps, drain and pipeline restart included), so 12
+        # pairs per process (36 pooled) keep the section near s25's 30 pairs of 8; pair
+        # ratios spread alike at 6-24 steps (IQR 0.067-0.090, one process, s25).
+        loop_steps=loop_bench.long_window_steps(0),
+        loop_windows=12,
+        loop_short_steps=8,
     )
 
 
@@ -122,7 +131,7 @@ def _accelerator_suite() -> Suite:
         pipeline_batch=256,
         pipeline_batches=40,
         loop_workers=os.cpu_count() or 1,
-        loop_steps=60,
+        loop_steps=loop_bench.long_window_steps(os.cpu_count() or 1),
         inference_batch=512,
         peak_matmul_size=8192,
         accelerator=True,
@@ -133,12 +142,17 @@ SUITES = {"cpu": _cpu_suite, "accelerator": _accelerator_suite}
 
 
 def get_suite(name: str, model_names: list[str] | None = None,
-              repeats: int | None = None) -> Suite:
-    """The named suite, cut to `model_names`; `repeats` (None: the suite's) processes for
-    each of its `repeat_sections`."""
+              repeats: int | None = None, sections: list[str] | None = None) -> Suite:
+    """The named suite, cut to `model_names` and to `sections` (`SECTIONS`); `repeats`
+    (None: the suite's) processes for each of its `repeat_sections`."""
     if name not in SUITES:
         raise ValueError(f"--suite: expected one of {sorted(SUITES)}, got {name!r}")
     suite = SUITES[name]()
+    if sections:
+        unknown = sorted(set(sections) - set(SECTIONS))
+        if unknown:
+            raise ValueError(f"--sections: {unknown} unknown; expected some of {list(SECTIONS)}")
+        suite.sections = tuple(sections)
     if repeats is not None:
         if repeats < 1:
             raise ValueError(f"--repeats: expected at least 1 process per section, got "
@@ -160,6 +174,8 @@ def get_suite(name: str, model_names: list[str] | None = None,
 # (report key, through the decoded cache, data.augment_on): the first is training's default.
 LOOP_VARIANTS = (("loop", True, "auto"), ("loop_decode_every_epoch", False, "auto"),
                  ("loop_host_augment", True, "host"))
+# What `--sections` can pick: `step` is every model's step and vs_pytorch.
+SECTIONS = ("step", "pipeline", *(key for key, _, _ in LOOP_VARIANTS), "inference")
 
 
 def _skip(report: dict, what: str, why: str) -> None:
@@ -197,7 +213,8 @@ def run_suite(suite: Suite, data_dir: Path | None, work_dir: Path, isolate: bool
     report: dict[str, Any] = {
         "meta": {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                  "sections_isolated": isolate,
-                 "repeats": {"count": suite.repeats, "sections": list(suite.repeat_sections)}},
+                 "repeats": {"count": suite.repeats, "sections": list(suite.repeat_sections)},
+                 "sections": list(suite.sections or SECTIONS)},
         "step": {},
         "vs_pytorch": {},
         "skipped": {},
@@ -209,7 +226,7 @@ def run_suite(suite: Suite, data_dir: Path | None, work_dir: Path, isolate: bool
     if suite.accelerator:
         report["meta"]["bf16_peak_tflops"] = machine["table_peak"]
 
-    for spec in suite.models:
+    for spec in suite.models if suite.runs("step") else ():
         log.info("step %s: %dpx batch %d", spec.key, spec.image_size, spec.batch)
         out = repeated.merge_model(call_for(
             spec, spec.key, sections.model, spec, suite, report["peak"][spec.dtype],
@@ -220,27 +237,39 @@ def run_suite(suite: Suite, data_dir: Path | None, work_dir: Path, isolate: bool
             report["step"][spec.key] = out["step"]
         if "vs_pytorch" in out:
             report["vs_pytorch"][spec.key] = out["vs_pytorch"]
-    for name in suite.vs_pytorch:
+    for name in suite.vs_pytorch if suite.runs("step") else ():
         if name not in report["step"]:
             _skip(report, f"vs_pytorch.{name}", f"no step benchmark for {name}")
 
-    report["pipeline"] = call(sections.pipeline, data_dir, work_dir, suite)
-    log.info("pipeline on %s", report["pipeline"]["source"])
+    if suite.runs("pipeline"):
+        report["pipeline"] = call(sections.pipeline, data_dir, work_dir, suite)
+        log.info("pipeline on %s", report["pipeline"]["source"])
 
-    first = next((m for m in suite.models if m.key in report["step"]), None)
+    # The loops and inference run on the first model whose step ran (or, without the step
+    # section, the first registered one).
+    first = next((m for m in suite.models if m.key in report["step"]
+                  or (not suite.runs("step") and m.name in model_registry.BACKBONES)), None)
+    later = [key for key, _, _ in LOOP_VARIANTS if suite.runs(key)] + (
+        ["inference"] if suite.runs("inference") else [])
     if first is None:
-        _skip(report, "loop_efficiency", "no model could be benchmarked")
-        _skip(report, "inference", "no model could be benchmarked")
+        for what in later:
+            _skip(report, what, "no model could be benchmarked")
     else:
-        log.info("loop efficiency %s", first.key)
         for key, cached, augment_on in LOOP_VARIANTS:
+            if not suite.runs(key):
+                continue
+            log.info("%s %s", key, first.key)
             report[key] = repeated.merge_loop(call_for(
                 first, key, sections.loop, first, data_dir, work_dir, suite, cached,
                 augment_on))
-        report["loop_efficiency"] = report["loop"]["loop_efficiency"]
-        log.info("inference %s", first.key)
-        report["inference"], = call_for(first, "inference", sections.inference, first,
-                                        data_dir, work_dir, suite)
+        if "loop" in report:
+            report["loop_efficiency"] = report["loop"]["loop_efficiency"]
+            if "short" in report["loop"]:
+                report["loop_efficiency_short"] = report["loop"]["short"]["loop_efficiency"]
+        if suite.runs("inference"):
+            log.info("inference %s", first.key)
+            report["inference"], = call_for(first, "inference", sections.inference, first,
+                                            data_dir, work_dir, suite)
     report["targets"] = targets(report)
     return report
 
@@ -267,6 +296,14 @@ def _per_repeat(result: dict[str, Any], key: str, fmt: str) -> str:
     if result.get("repeats", 1) == 1:
         return ""
     return "; per process " + " ".join(f"{v:{fmt}}" for v in result["per_repeat"][key])
+
+
+def _loop_pairs(result: dict[str, Any]) -> str:
+    """"N pairs of S steps, ratios IQR a-b": how many pairs, and how widely they spread."""
+    ratios = result["window_ratios"]
+    low, _, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    return (f"{len(ratios)} pairs of {result['timed_steps']} steps, pair ratios IQR "
+            f"{low:.3f}-{high:.3f}")
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -312,8 +349,13 @@ def format_report(report: dict[str, Any]) -> str:
             where = "in the step" if lp.get("augment_on") == "device" else "on the host"
             lines.append(f"{key:<24} efficiency {lp['loop_efficiency']:.3f} ({lp['model']}, "
                          f"{how}, flip + pad-crop {where}: loop {lp['loop_img_s']:.1f} img/s, "
-                         f"step {lp['step_img_s']:.1f} img/s, {len(lp['window_ratios'])} "
-                         f"pairs{_per_repeat(lp, 'loop_efficiency', '.3f')})")
+                         f"step {lp['step_img_s']:.1f} img/s, {_loop_pairs(lp)}"
+                         f"{_per_repeat(lp, 'loop_efficiency', '.3f')})")
+            if "short" in lp:
+                short = lp["short"]
+                lines.append(f"{'':<24} at step {short['timed_steps']} of each window: "
+                             f"{short['loop_efficiency']:.3f} ({_loop_pairs(short)}"
+                             f"{_per_repeat(short, 'loop_efficiency', '.3f')})")
     if "inference" in report:
         lines.append(f"inference {report['inference']['img_s']:,.0f} img/s "
                      f"(JPEG bytes -> labels, batch {report['inference']['batch']})")

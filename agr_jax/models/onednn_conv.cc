@@ -15,6 +15,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <unordered_map>
@@ -137,10 +139,29 @@ uint8_t* Grow(std::vector<uint8_t>& buffer, size_t size) {
   return buffer.data();
 }
 
+// Runs `body`, turning every C++ exception into an FFI error (a Python exception): one that
+// escaped an FFI handler would abort the whole process. oneDNN throws dnnl::error; the
+// primitive cache and the scratch buffers can throw std::bad_alloc.
+template <typename Body>
+ffi::Error Guarded(Body&& body) {
+  try {
+    return body();
+  } catch (const dnnl::error& e) {
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN: ") + e.what());
+  } catch (const std::bad_alloc& e) {
+    return ffi::Error(ffi::ErrorCode::kResourceExhausted,
+                      std::string("oneDNN conv: out of memory (") + e.what() + ")");
+  } catch (const std::exception& e) {
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN conv: ") + e.what());
+  } catch (...) {
+    return ffi::Error(ffi::ErrorCode::kUnknown, "oneDNN conv: unknown C++ exception");
+  }
+}
+
 // `weights` is the HWIO buffer: read (forward, backward data) or written (backward weights).
 ffi::Error Run(const Geometry& g, Kind kind, void* weights,
                std::unordered_map<int, void*> activations) {
-  try {
+  return Guarded([&]() -> ffi::Error {
     if (g.threads > 0) omp_set_num_threads(static_cast<int>(g.threads));
     Cached& cached = Lookup(g, kind);
     thread_local std::vector<uint8_t> scratch, blocked;
@@ -166,10 +187,22 @@ ffi::Error Run(const Geometry& g, Kind kind, void* weights,
       cached.reorder->execute(stream, kernel_weights, user_weights);
     }
     stream.wait();
-  } catch (const dnnl::error& e) {
-    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN: ") + e.what());
-  }
-  return ffi::Error::Success();
+    return ffi::Error::Success();
+  });
+}
+
+// Test hook (tests/test_onednn_conv.py): throws the exception `which` names through
+// `Guarded`, as a failing convolution would: 0 dnnl::error, 1 std::bad_alloc,
+// 2 std::runtime_error, 3 a non-std type. `out` is never written.
+ffi::Error ThrowForTest(ffi::Result<ffi::AnyBuffer> out, int64_t which) {
+  return Guarded([&]() -> ffi::Error {
+    switch (which) {
+      case 0: throw dnnl::error(dnnl_out_of_memory, "test: dnnl::error");
+      case 1: throw std::bad_alloc();
+      case 2: throw std::runtime_error("test: std::runtime_error");
+      default: throw which;
+    }
+  });
 }
 
 // x: [N, H, W, C] (NHWC); w: [KH, KW, C/G, O] (HWIO); y: [N, Ho, Wo, O]; all one dtype.
@@ -231,3 +264,6 @@ ffi::Error Convolution(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyB
 AGR_CONV_HANDLER(AgrOnednnConvForward, kForward)
 AGR_CONV_HANDLER(AgrOnednnConvBackwardData, kBackwardData)
 AGR_CONV_HANDLER(AgrOnednnConvBackwardWeights, kBackwardWeights)
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(AgrOnednnThrowForTest, ThrowForTest,
+                              ffi::Ffi::Bind().Ret<ffi::AnyBuffer>().Attr<int64_t>("which"));

@@ -5,8 +5,9 @@ layers, the weight gradient worst (3x3 conv 32x32x48 -> 48, batch 128, 2 cores: 
 both gradients ~450 ms, oneDNN ~100 ms; benchmarks/conv_layers.py). This module compiles
 `onednn_conv.cc` against the oneDNN wheels (`onednn-cpu-gomp`, `onednn-devel-cpu-gomp`:
 dependencies of agr_jax on Linux x86-64) and JAX's FFI headers on first use, caches the
-library under `~/.cache/agr_jax/onednn/` keyed by source and versions, registers three FFI
-targets and exposes `conv`: a float32/bfloat16 NHWC/HWIO convolution (grouped and depthwise
+library under `~/.cache/agr_jax/onednn/` keyed by everything that goes into it (source, the
+jaxlib version and its FFI headers, the compiler's version, the oneDNN library), registers
+the FFI targets and exposes `conv`: a float32/bfloat16 NHWC/HWIO convolution (grouped and depthwise
 too) with a custom VJP whose gradients are oneDNN's backward-data and backward-weights
 primitives.
 
@@ -30,6 +31,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import jaxlib
 import numpy as np
 
 from agr_jax.models.taps import Pads, patches
@@ -39,11 +41,14 @@ TARGETS = {
     "forward": "agr_onednn_conv_forward",
     "backward_data": "agr_onednn_conv_backward_data",
     "backward_weights": "agr_onednn_conv_backward_weights",
+    # Throws a chosen C++ exception, to test that each becomes a Python error (not an abort).
+    "throw_for_test": "agr_onednn_throw_for_test",
 }
 SYMBOLS = {
     "forward": "AgrOnednnConvForward",
     "backward_data": "AgrOnednnConvBackwardData",
     "backward_weights": "AgrOnednnConvBackwardWeights",
+    "throw_for_test": "AgrOnednnThrowForTest",
 }
 ROOT_ENV = "AGR_JAX_ONEDNN_ROOT"
 logger = logging.getLogger(__name__)  # a prefix holding include/oneapi/dnnl and lib/libdnnl.so
@@ -69,17 +74,27 @@ def _cache_dir() -> Path:
     return Path(base) / "agr_jax" / "onednn"
 
 
+def _build_key(compiler: str, root: Path) -> str:
+    """Digest of everything the built library depends on, so a change to any rebuilds it:
+    the source, jax and jaxlib (whose FFI headers it compiles against: their text too), the
+    compiler (`--version`) and the oneDNN library it links."""
+    library = (root / "lib/libdnnl.so").resolve()
+    stat = library.stat()
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True)
+    headers = sorted(Path(jax.ffi.include_dir()).rglob("*.h"))
+    parts = [SOURCE.read_bytes(), jax.__version__.encode(), jaxlib.__version__.encode(),
+             *(h.read_bytes() for h in headers),
+             f"{shutil.which(compiler) or compiler}:{version.returncode}:{version.stdout}".encode(),
+             f"{library}:{stat.st_size}:{stat.st_mtime_ns}".encode()]
+    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+
+
 def _build(root: Path) -> Path:
-    """Compiles the FFI library once per source/JAX/oneDNN combination; atomic under races."""
+    """Compiles the FFI library once per `_build_key`; atomic under races."""
     compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if compiler is None:
         raise OneDnnUnavailable("no C++ compiler (g++/c++ or $CXX) to build the oneDNN FFI")
-    library = (root / "lib/libdnnl.so").resolve()
-    stat = library.stat()
-    digest = hashlib.sha256(
-        SOURCE.read_bytes() + jax.__version__.encode()
-        + f"{library}:{stat.st_size}:{stat.st_mtime_ns}".encode()
-    ).hexdigest()[:16]
+    digest = _build_key(compiler, root)
     target = _cache_dir() / f"libagr_onednn_{digest}.so"
     if target.is_file():
         return target
