@@ -68,6 +68,8 @@ def _open(data: bytes) -> Image.Image:
                 Image.MAX_IMAGE_PIXELS = saved
     except Image.UnidentifiedImageError as e:
         raise BadInput("not an image (format not recognised)") from e
+    except (OSError, SyntaxError, ValueError) as e:  # what PIL raises on a cut-off header
+        raise BadInput(f"truncated or corrupt image header ({e})") from e
     check_size(*pil.size)
     return pil
 
