@@ -17,10 +17,10 @@ SIZE = 16
 def tiny_bundle(calibration: dict | None = None, seed: int = 0):
     import jax
     import jax.numpy as jnp
+    from conftest import make_tiny_config
 
     from agr_jax import tasks
     from agr_jax.inference.bundle import Bundle
-    from conftest import make_tiny_config
 
     config = make_tiny_config()
     spec = tasks.TaskSpec()

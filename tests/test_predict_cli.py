@@ -7,8 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from inference_fakes import (ScriptedDetector, face, install_fake_align, photo,
-                             tiny_bundle)
+from inference_fakes import ScriptedDetector, face, install_fake_align, photo, tiny_bundle
 from PIL import Image
 
 from agr_jax.inference import run as run_lib

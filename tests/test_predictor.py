@@ -9,8 +9,15 @@ import zlib
 
 import numpy as np
 import pytest
-from inference_fakes import (CALIBRATION, SIZE, ScriptedDetector, face, install_fake_align,
-                             photo, tiny_bundle)
+from inference_fakes import (
+    CALIBRATION,
+    SIZE,
+    ScriptedDetector,
+    face,
+    install_fake_align,
+    photo,
+    tiny_bundle,
+)
 from PIL import Image
 
 from agr_jax.inference.predictor import RECORD_FIELDS, Predictor
