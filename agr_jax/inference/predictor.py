@@ -41,7 +41,8 @@ class Predictor:
 
     def __init__(self, bundle: Bundle, *, views: int = 1, min_score: float = 0.0,
                  min_face: int = 0, detector: Detector | None = None,
-                 buckets: Sequence[int] = BUCKETS):
+                 buckets: Sequence[int] = BUCKETS,
+                 compiler_options: dict[str, Any] | None = None):
         if views not in VIEWS:
             raise ValueError(f"views: expected one of {VIEWS}, got {views!r}")
         self.bundle, self.views = bundle, views
@@ -52,7 +53,8 @@ class Predictor:
         if detector is not None:
             self._detectors[detector.name] = detector
         self._variables = jax.device_put(bundle.variables)
-        self._forward = jax.jit(self._make_forward())
+        # `compiler_options` go to jax.jit (tests pass cheap-compile XLA options).
+        self._forward = jax.jit(self._make_forward(), compiler_options=compiler_options)
 
     @classmethod
     def from_workdir(cls, workdir: str | Path, which: str | None = None,
