@@ -129,8 +129,11 @@ class Predictor:
     # --- images -> records ------------------------------------------------------------
     def detector(self, name: str) -> Detector:
         if name not in self._detectors:
-            from agr_jax.inference import detect  # the detector module is optional here
-
+            try:
+                from agr_jax.inference import detect
+            except ImportError as e:
+                raise ImportError(f"detect={name!r}: the face detector module is not available "
+                                  f"({e}); pass detect='none' for aligned crops") from e
             self._detectors[name] = detect.build_detector(name)
         return self._detectors[name]
 
