@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from agr_jax.bench.predict import record_scores as scores
+
 CHUNK = 64
 
 
@@ -43,16 +45,6 @@ def central_face(records: list[dict], side: float) -> dict | None:
         x0, y0, x1, y1 = r["box"]
         return abs((x0 + x1) / 2 - side / 2) + abs((y0 + y1) / 2 - side / 2)
     return min(faces, key=distance)
-
-
-def scores(rows: list[dict], labels: dict[str, np.ndarray], gender_names, race_names) -> dict:
-    age = np.array([r["age"] for r in rows])
-    gender = np.array([list(gender_names).index(r["gender"]) for r in rows])
-    race = np.array([list(race_names).index(r["race"]) for r in rows])
-    known = labels["race"] >= 0
-    return {"n": len(rows), "age_mae": float(np.abs(age - labels["age"]).mean()),
-            "gender_acc": float((gender == labels["gender"]).mean()),
-            "race_acc": float((race[known] == labels["race"][known]).mean())}
 
 
 def check(predictor, source, detector: str, factor: float, limit: int | None) -> dict:

@@ -44,17 +44,24 @@ def crops_per_s(predictor: Any, jpegs: Sequence[bytes], min_seconds: float) -> f
     return _timed(one_pass, min_seconds)
 
 
-def label_scores(predictor: Any, jpegs: Sequence[bytes], labels: dict[str, np.ndarray],
-                 gender_names: Sequence[str], race_names: Sequence[str]) -> dict[str, float]:
-    records = [r for i in range(0, len(jpegs), CALL)
-               for r in predictor(list(jpegs[i:i + CALL]), detect="none")]
+def record_scores(records: Sequence[dict[str, Any]], labels: dict[str, np.ndarray],
+                  gender_names: Sequence[str], race_names: Sequence[str]) -> dict[str, Any]:
+    """Age MAE and gender / race accuracy of predicted records against their labels (race
+    -1: unlabelled, not scored)."""
     age = np.array([r["age"] for r in records])
     gender = np.array([list(gender_names).index(r["gender"]) for r in records])
     race = np.array([list(race_names).index(r["race"]) for r in records])
     known = labels["race"] >= 0
-    return {"age_mae": float(np.abs(age - labels["age"]).mean()),
+    return {"n": len(records), "age_mae": float(np.abs(age - labels["age"]).mean()),
             "gender_acc": float((gender == labels["gender"]).mean()),
             "race_acc": float((race[known] == labels["race"][known]).mean())}
+
+
+def label_scores(predictor: Any, jpegs: Sequence[bytes], labels: dict[str, np.ndarray],
+                 gender_names: Sequence[str], race_names: Sequence[str]) -> dict[str, Any]:
+    records = [r for i in range(0, len(jpegs), CALL)
+               for r in predictor(list(jpegs[i:i + CALL]), detect="none")]
+    return record_scores(records, labels, gender_names, race_names)
 
 
 def group_photos(jpegs: Sequence[bytes], n: int, seed: int = 0) -> list[np.ndarray]:
