@@ -16,22 +16,19 @@ from agr_jax.inference.predictor import Predictor
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, synthetic_dir):
-    from conftest import make_tiny_config
-
-    from agr_jax.train.loop import train_and_evaluate
-
-    config = make_tiny_config(**{"data.dir": str(synthetic_dir), "data.image_size": 16,
-                                 "eval_batch_size": 32})
-    workdir = tmp_path_factory.mktemp("release_run")
-    train_and_evaluate(config, workdir)
-    return workdir
+def trained(tiny_eval_run):
+    return tiny_eval_run
 
 
 @pytest.fixture(scope="module")
 def released(trained, tmp_path_factory):
     out = tmp_path_factory.mktemp("released")
-    return release.release_workdir(trained, out), out
+    own = trained / "eval" / "test.json"
+    before = own.read_bytes() if own.exists() else None
+    result = release.release_workdir(trained, out)
+    # The run's own report is not overwritten; the release's evaluation sits beside it.
+    assert (own.read_bytes() if own.exists() else None) == before
+    return result, out
 
 
 def _crops(synthetic_dir, n=12):
@@ -57,9 +54,10 @@ def test_release_folder_card_and_report(released, trained):
                  f"{cal['ece']['race']['before']:.4f}", "non-commercial", "By race",
                  "python -m agr_jax.release --workdir", "Limitations"):
         assert text in card, text
-    # The run's own report is not overwritten; the release's evaluation sits beside it.
     assert (trained / "eval" / "test_release.json").exists()
-    assert not (trained / "eval" / "test.json").exists()
+    md = (trained / "eval" / "test_release.md").read_text()
+    assert "## Calibration (fitted on the validation split)" in md and "true-age decade" in md
+    assert report["tta"] == "" and report["flip_tta"] is False  # as the predictor runs it
 
 
 def test_float16_release_predicts_as_the_float32_checkpoint(released, trained, synthetic_dir):
