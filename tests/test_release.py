@@ -78,6 +78,18 @@ def test_float16_release_predicts_as_the_float32_checkpoint(released, trained, s
         assert a["age_interval"] is not None
 
 
+def test_from_workdir_calibrates_like_the_release(released, trained):
+    _, out = released
+    fitted = Predictor.from_workdir(trained, compiler_options=FAST_COMPILE).bundle.calibration
+    shipped = json.loads((out / release.MODEL_JSON).read_text())["calibration"]
+    assert fitted["views"] == shipped["views"] == 1
+    # Same validation faces, same single view: float16 vs float32 weights aside, the same fit.
+    assert fitted["age_interval"]["edges"] == pytest.approx(
+        shipped["age_interval"]["edges"], abs=0.5)
+    assert fitted["gender_temperature"] == pytest.approx(shipped["gender_temperature"],
+                                                         rel=0.1)
+
+
 def test_default_without_a_release_says_how_to_make_one(tmp_path, monkeypatch):
     monkeypatch.setattr(release, "released_dir", lambda: tmp_path)
     with pytest.raises(FileNotFoundError, match="no released model here.*agr_jax.release"):
@@ -94,3 +106,5 @@ def test_predict_entry_point_on_a_workdir(trained, synthetic_dir):
     assert proc.returncode == 1, proc.stderr
     assert [r["path"] for r in rows] == [*files, str(Path(synthetic_dir) / "missing.jpg")]
     assert rows[-1]["reason"] == "error: file not found" and rows[0]["age"] is not None
+    lo, hi = rows[0]["age_interval"]  # --workdir: calibrated on the run's validation split
+    assert lo <= rows[0]["age"] <= hi

@@ -183,11 +183,11 @@ def predict(workdir: str | None, data_dir: Path | None, work_dir: Path,
     import numpy as np
 
     from agr_jax.bench import predict as predict_bench
-    from agr_jax.inference.load import load_workdir
     from agr_jax.inference.predictor import Predictor
     from agr_jax.inference.release import read_release, released_dir
 
-    bundle = load_workdir(workdir) if workdir else read_release(released_dir())
+    # A run's checkpoint is calibrated on its validation split first, as a release is.
+    bundle = Predictor.from_workdir(workdir).bundle if workdir else read_release(released_dir())
     data = pipeline_bench.prepare_data(data_dir, work_dir, suite.synthetic_num)
     rows = [data.source[i] for i in range(min(len(data.source), suite.pipeline_sample))]
     labels = {k: np.asarray([int(r[k]) for r in rows]) for k in ("age", "gender", "race")}
