@@ -1,5 +1,5 @@
 """Throughput benchmarks: `python -m agr_jax.benchmark [--suite cpu|accelerator] [--json PATH]
-[--sections loop,...]`.
+[--sections loop,predict,...] [--predict_workdir W]`.
 
 Run from the repository root (the PyTorch reference lives in benchmarks/, outside the package).
 """
@@ -36,6 +36,9 @@ _ISOLATE = flags.DEFINE_bool(
     "isolate", True, "Run each section (each model's step and vs_pytorch, the pipeline, each "
     "loop, inference) in a fresh process, as a training run is; --noisolate runs them all in "
     "this one (debugging; measuring what sharing a process costs).")
+_PREDICT_WORKDIR = flags.DEFINE_string(
+    "predict_workdir", None, "The `predict` section's model: this run's checkpoint "
+    "(default: the released model, agr_jax/released).")
 
 
 def main(argv):
@@ -48,7 +51,8 @@ def main(argv):
     data_dir = Path(_DATA_DIR.value) if _DATA_DIR.value else pipeline.default_data_dir(repo_root)
     chosen = suite.get_suite(_SUITE.value, _MODELS.value, _REPEATS.value, _SECTIONS.value)
     report = suite.run_suite(chosen, data_dir, Path(_WORK_DIR.value), isolate=_ISOLATE.value,
-                             cpu_devices=_CPU_DEVICES.value)
+                             cpu_devices=_CPU_DEVICES.value,
+                             predict_workdir=_PREDICT_WORKDIR.value)
     print(suite.format_report(report))
     if _JSON.value:
         Path(_JSON.value).parent.mkdir(parents=True, exist_ok=True)

