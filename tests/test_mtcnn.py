@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image
 
+from agr_jax.bench.detect import cartoon_scene, crop_scene
 from agr_jax.inference.detect import MTCNNDetector, build_detector, side_bucket
 from agr_jax.inference.mtcnn import WEIGHTS
 
@@ -53,34 +54,6 @@ def _utk_crops(n: int) -> list[np.ndarray]:
     return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
 
 
-def _cartoon_faces(height: int, width: int, seed: int) -> np.ndarray:
-    """A smooth noisy background with a few drawn faces (skin oval, dark eyes, nose, mouth)."""
-    rng = np.random.default_rng(seed)
-    noise = rng.integers(0, 255, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
-    image = Image.fromarray(noise).resize((width, height), Image.BILINEAR)
-    draw = ImageDraw.Draw(image)
-    for _ in range(3):
-        s = int(rng.integers(40, min(height, width) // 2))
-        x, y = int(rng.integers(0, width - s)), int(rng.integers(0, height - s))
-        draw.ellipse([x, y, x + s, y + int(s * 1.2)], fill=(224, 172, 140))
-        for ex in (0.3, 0.7):
-            draw.ellipse([x + s * ex - s * 0.08, y + s * 0.4, x + s * ex + s * 0.08,
-                          y + s * 0.5], fill=(40, 30, 30))
-        draw.line([x + s * 0.5, y + s * 0.5, x + s * 0.45, y + s * 0.75], fill=(150, 100, 90),
-                  width=max(1, s // 25))
-        draw.ellipse([x + s * 0.32, y + s * 0.85, x + s * 0.68, y + s * 0.95], fill=(150, 50, 50))
-    return np.asarray(image.filter(ImageFilter.GaussianBlur(1.0)))
-
-
-def _multi_face_canvas(crops: list[np.ndarray]) -> np.ndarray:
-    """640x480 grey canvas holding the crops at different sizes."""
-    canvas = np.full((480, 640, 3), 90, np.uint8)
-    spots = [(20, 30, 200), (330, 40, 150), (60, 260, 110), (420, 250, 180)]
-    for crop, (x, y, s) in zip(crops, spots, strict=False):
-        canvas[y:y + s, x:x + s] = np.asarray(Image.fromarray(crop).resize((s, s), Image.BILINEAR))
-    return canvas
-
-
 def _differences(mtcnn, ours: MTCNNDetector, image: np.ndarray) -> tuple[int, float, float]:
     """(faces, max box difference, max landmark difference) in px; asserts the same count."""
     from facenet_reference import reference_detect
@@ -113,7 +86,7 @@ def test_parity_generated_images(reference, capsys):
     mtcnn.thresholds = list(LOW_THRESHOLDS)
     try:
         ours = MTCNNDetector(thresholds=LOW_THRESHOLDS)
-        results = [_differences(mtcnn, ours, _cartoon_faces(h, w, seed))
+        results = [_differences(mtcnn, ours, cartoon_scene(h, w, seed))
                    for seed, (h, w) in enumerate([(240, 320), (300, 250), (200, 200)])]
     finally:
         mtcnn.thresholds = [0.6, 0.7, 0.7]
@@ -125,7 +98,7 @@ def test_parity_real_faces(reference, detector, capsys):
     crops = _utk_crops(6)
     padded = [np.pad(c, ((40, 60), (70, 30), (0, 0))) for c in crops[:2]]
     results = [_differences(mtcnn, detector, image)
-               for image in [*padded, _multi_face_canvas(crops[2:])]]
+               for image in [*padded, crop_scene(crops[2:], seed=0)]]
     assert results[-1][0] >= 3, "the multi-face canvas should show most of its 4 faces"
     _report(capsys, "UTKFace", results, stand_in)
 
