@@ -37,7 +37,7 @@ def torch_batched_nms(boxes, scores, idxs, iou_threshold):
     return keep[torch.argsort(scores[keep], descending=True, stable=True)]
 
 
-def _install_torchvision_stand_in() -> None:
+def _install_torchvision_stand_in() -> list[str]:
     names = ["torchvision", "torchvision.ops", "torchvision.ops.boxes",
              "torchvision.transforms", "torchvision.transforms.functional"]
     modules = {n: types.ModuleType(n) for n in names}
@@ -49,6 +49,7 @@ def _install_torchvision_stand_in() -> None:
     for name in names:
         sys.modules.pop(name, None)
     sys.modules.update(modules)
+    return names
 
 
 def load_reference_mtcnn():
@@ -56,15 +57,18 @@ def load_reference_mtcnn():
     Raises ImportError when torch or facenet-pytorch is absent."""
     import torch  # noqa: F401
 
-    stand_in = False
+    stand_in: list[str] = []
     try:
         import torchvision.ops.boxes  # noqa: F401
     except Exception:  # RuntimeError from the mismatched C extension, or ImportError
-        _install_torchvision_stand_in()
-        stand_in = True
-    from facenet_pytorch import MTCNN
+        stand_in = _install_torchvision_stand_in()
+    try:
+        from facenet_pytorch import MTCNN
+    finally:
+        for name in stand_in:  # facenet keeps its references; nobody else sees the stand-in
+            sys.modules.pop(name, None)
 
-    return MTCNN(keep_all=True, device="cpu"), stand_in
+    return MTCNN(keep_all=True, device="cpu"), bool(stand_in)
 
 
 def reference_detect(mtcnn, image):

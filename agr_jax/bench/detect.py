@@ -85,3 +85,27 @@ def photos_per_second(detector: Detector, images: list[np.ndarray], batch: int =
     return {"detector": detector.name, "photos": len(images), "batch": batch,
             "photos_per_s": len(images) / best, "faces_per_photo": faces / len(images),
             "seconds": best}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m agr_jax.bench.detect [--utkface DIR] [--n 32] [--batch 8] [--detector mtcnn]`"""
+    import argparse
+    import json
+
+    from agr_jax.inference.detect import build_detector
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--utkface", type=Path, default=None, help="folder of UTKFace crops")
+    parser.add_argument("--n", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--faces", type=int, default=4)
+    parser.add_argument("--detector", default="mtcnn")
+    args = parser.parse_args(argv)
+    images, source = scenes(args.n, args.faces, args.utkface)
+    result = photos_per_second(build_detector(args.detector), images, args.batch)
+    print(json.dumps({"scenes": source, **result}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
