@@ -80,13 +80,17 @@ class MTCNNDetector:
         self._onet = jax.jit(partial(self._apply, ONet()))
 
     # -- jitted nets on fixed shapes ------------------------------------------------------
+    # full float32 matmuls/convs: TF32 on GPUs would move boxes away from the reference
     def _pnet_pyramid(self, params, canvases, valid):
         self.compiles += 1
-        return [PNet().apply({"params": params}, x, valid[:, k]) for k, x in enumerate(canvases)]
+        with jax.default_matmul_precision("float32"):
+            return [PNet().apply({"params": params}, x, valid[:, k])
+                    for k, x in enumerate(canvases)]
 
     def _apply(self, module, params, crops):
         self.compiles += 1
-        return module.apply({"params": params}, crops)
+        with jax.default_matmul_precision("float32"):
+            return module.apply({"params": params}, crops)
 
     def _run_padded(self, net, params, crops: np.ndarray) -> list[np.ndarray]:
         """A net over N crops in chunks padded to PROPOSAL_BUCKETS sizes; outputs cut to N."""
