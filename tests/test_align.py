@@ -97,5 +97,7 @@ def test_detected_landmarks_of_an_aligned_real_face_sit_on_the_template():
     face = detector.detect([tilted])[0][0]
     aligned = align.align_face(tilted, face.landmarks, 200)
     again = detector.detect([np.pad(aligned, ((50, 50), (50, 50), (0, 0)))])[0][0]
-    error = np.abs(again.landmarks - 50 - align.template_points(200))
-    assert error.max() < 10, error  # 5 % of the crop: MTCNN's own jitter plus this face's shape
+    # this face (crop 500) measured 1.9 px mean distance; the bounds leave room for MTCNN's
+    # own jitter plus the face's shape (other crops: up to 10 px mean, docs/detection.md)
+    distance = np.linalg.norm(again.landmarks - 50 - align.template_points(200), axis=1)
+    assert distance.mean() < 5 and distance.max() < 10, distance
