@@ -1,7 +1,7 @@
 """MTCNN in JAX against facenet-pytorch's MTCNN (boxes and landmarks within 1 px), its weight
 converter, its no-recompile bucketing, and the Haar fallback.
 
-The reference runs through tests/facenet_reference.py: when torchvision cannot be imported
+The reference runs through benchmarks/facenet_reference.py: when torchvision cannot be imported
 (the PyPI torchvision 0.28.0 wheel fails with "operator torchvision::nms does not exist" next
 to torch 2.13.0+cpu), facenet-pytorch gets a pure-torch `batched_nms` with torchvision's exact
 semantics; the rest of its detect_face runs unchanged. Needs `torch` (the `test` extra) and
@@ -32,7 +32,7 @@ LOW_THRESHOLDS = (0.3, 0.4, 0.4)  # generated faces are cartoons: let proposals 
 @pytest.fixture(scope="module")
 def reference():
     pytest.importorskip("torch", reason="torch not installed: parity test needs the `test` extra")
-    from facenet_reference import load_reference_mtcnn
+    from benchmarks.facenet_reference import load_reference_mtcnn
 
     try:
         mtcnn, stand_in = load_reference_mtcnn()
@@ -56,7 +56,7 @@ def _utk_crops(n: int) -> list[np.ndarray]:
 
 def _differences(mtcnn, ours: MTCNNDetector, image: np.ndarray) -> tuple[int, float, float]:
     """(faces, max box difference, max landmark difference) in px; asserts the same count."""
-    from facenet_reference import reference_detect
+    from benchmarks.facenet_reference import reference_detect
 
     boxes, probs, points = reference_detect(mtcnn, image)
     faces = ours.detect([image])[0]
@@ -97,8 +97,9 @@ def test_parity_real_faces(reference, detector, capsys):
     mtcnn, stand_in = reference
     crops = _utk_crops(6)
     padded = [np.pad(c, ((40, 60), (70, 30), (0, 0))) for c in crops[:2]]
+    cut = np.pad(crops[0][:, 30:], ((30, 30), (0, 130), (0, 0)))  # face cut by the left edge
     results = [_differences(mtcnn, detector, image)
-               for image in [*padded, crop_scene(crops[2:], seed=0)]]
+               for image in [*padded, cut, crop_scene(crops[2:], seed=0)]]
     assert results[-1][0] >= 3, "the multi-face canvas should show most of its 4 faces"
     _report(capsys, "UTKFace", results, stand_in)
 

@@ -29,10 +29,12 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
 
 def nms_min(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
     """facenet-pytorch's final-stage NMS: overlap = intersection / smaller area, +1 pixel
-    areas; drops overlap > threshold."""
+    areas; drops overlap > threshold. Kept indices in the order picked."""
     x0, y0, x1, y1 = boxes.T
     areas = (x1 - x0 + 1) * (y1 - y0 + 1)
-    order = np.argsort(-scores, kind="stable")
+    # the reference's order, ties included: numpy's default argsort, taken from the end (O-Net
+    # scores saturate at exactly 1.0, so which tied box wins decides the final box)
+    order = np.argsort(scores)[::-1]
     keep = []
     while order.size:
         i, rest = order[0], order[1:]
