@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from agr_jax.bench.detect import crop_paths
 from agr_jax.inference.detect import MTCNNDetector
 from agr_jax.inference.faces import LANDMARK_NAMES
 
@@ -68,10 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pad", type=int, default=50)
     parser.add_argument("--min_score", type=float, default=0.9)
     args = parser.parse_args(argv)
-    paths = sorted(args.data.glob("*.jpg"))
-    if not paths:
-        print(f"no UTKFace crops (*.jpg) in {args.data}", file=sys.stderr)
-        return 1
+    paths = crop_paths(args.data) or parser.error(f"no UTKFace crops (*.jpg) in {args.data}")
     rng = np.random.default_rng(args.seed)
     paths = [paths[i] for i in sorted(rng.choice(len(paths), min(args.n, len(paths)),
                                                  replace=False))]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from agr_jax.bench.detect import crop_scene
+from agr_jax.bench.detect import crop_paths, crop_scene
 from agr_jax.inference.detect import MTCNNDetector
 from benchmarks.facenet_reference import load_reference_mtcnn, reference_detect
 
@@ -59,10 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    paths = sorted(args.data.glob("*.jpg"))
-    if not paths:
-        print(f"no crops (*.jpg) in {args.data}", file=sys.stderr)
-        return 1
+    paths = crop_paths(args.data) or parser.error(f"no UTKFace crops (*.jpg) in {args.data}")
     reference, stand_in = load_reference_mtcnn()
     ours = MTCNNDetector()
     rows = [compare(reference, ours, image) for image in make_scenes(paths, args.n, args.seed)]

@@ -52,10 +52,15 @@ def crop_scene(crops: list[np.ndarray], seed: int) -> np.ndarray:
     return canvas
 
 
+def crop_paths(folder: Path | str | None) -> list[Path]:
+    """The UTKFace crops (*.jpg) in a folder, sorted; [] when there is no such folder."""
+    return sorted(Path(folder).glob("*.jpg")) if folder else []
+
+
 def scenes(n: int, faces_per_image: int = 4, utkface_dir: Path | None = None,
            seed: int = 0) -> tuple[list[np.ndarray], str]:
     """n scenes and what they are built from ("utkface" or "synthetic")."""
-    paths = sorted(Path(utkface_dir).glob("*.jpg")) if utkface_dir else []
+    paths = crop_paths(utkface_dir)
     if not paths:
         return [cartoon_scene(*SCENE_SIZE, seed + i, faces_per_image) for i in range(n)], \
             "synthetic"
