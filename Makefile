@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	# the MTCNN parity test's reference; --no-deps: its metadata pins torch<2.3 and numpy<2
+	$(PY) -m pip install -q --no-deps facenet-pytorch==2.6.0
 	touch $(STAMP)
 
 venv: $(STAMP)

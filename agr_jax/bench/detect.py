@@ -1,0 +1,116 @@
+"""Photos/s of face detection on 640x480 scenes holding several faces (the `predict` section).
+
+Scenes are UTKFace crops pasted at several sizes onto a grey canvas when a folder of crops is
+given, else drawn cartoon faces (which MTCNN finds only at lowered thresholds: photos/s on
+them measures the pyramid and P-Net more than the later stages).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from agr_jax.inference.faces import Detector
+
+SCENE_SIZE = (480, 640)  # height, width
+
+
+def cartoon_scene(height: int, width: int, seed: int, faces: int = 3) -> np.ndarray:
+    """A smooth noisy background with drawn faces (skin oval, dark eyes, nose, mouth)."""
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(0, 255, (height // 8 + 1, width // 8 + 1, 3), dtype=np.uint8)
+    image = Image.fromarray(noise).resize((width, height), Image.BILINEAR)
+    draw = ImageDraw.Draw(image)
+    for _ in range(faces):
+        s = int(rng.integers(40, min(height, width) // 2))
+        x, y = int(rng.integers(0, width - s)), int(rng.integers(0, height - s))
+        draw.ellipse([x, y, x + s, y + int(s * 1.2)], fill=(224, 172, 140))
+        for ex in (0.3, 0.7):
+            draw.ellipse([x + s * ex - s * 0.08, y + s * 0.4, x + s * ex + s * 0.08,
+                          y + s * 0.5], fill=(40, 30, 30))
+        draw.line([x + s * 0.5, y + s * 0.5, x + s * 0.45, y + s * 0.75], fill=(150, 100, 90),
+                  width=max(1, s // 25))
+        draw.ellipse([x + s * 0.32, y + s * 0.85, x + s * 0.68, y + s * 0.95], fill=(150, 50, 50))
+    return np.asarray(image.filter(ImageFilter.GaussianBlur(1.0)))
+
+
+def crop_scene(crops: list[np.ndarray], seed: int) -> np.ndarray:
+    """640x480 grey canvas with the crops pasted, non-overlapping, at 80-200 px."""
+    rng = np.random.default_rng(seed)
+    canvas = np.full((*SCENE_SIZE, 3), 90, np.uint8)
+    cells = [(x, y) for y in (0, 240) for x in (0, 213, 426)]  # a 3x2 grid of 213x240 cells
+    for crop, k in zip(crops, rng.permutation(len(cells)), strict=False):
+        s = int(rng.integers(80, 201))
+        x = cells[k][0] + int(rng.integers(0, 213 - min(s, 213) + 1))
+        y = cells[k][1] + int(rng.integers(0, 240 - s + 1))
+        s = min(s, 640 - x)
+        canvas[y:y + s, x:x + s] = np.asarray(Image.fromarray(crop).resize((s, s), Image.BILINEAR))
+    return canvas
+
+
+def crop_paths(folder: Path | str | None) -> list[Path]:
+    """The UTKFace crops (*.jpg) in a folder, sorted; [] when there is no such folder."""
+    return sorted(Path(folder).glob("*.jpg")) if folder else []
+
+
+def scenes(n: int, faces_per_image: int = 4, utkface_dir: Path | None = None,
+           seed: int = 0) -> tuple[list[np.ndarray], str]:
+    """n scenes and what they are built from ("utkface" or "synthetic")."""
+    paths = crop_paths(utkface_dir)
+    if not paths:
+        return [cartoon_scene(*SCENE_SIZE, seed + i, faces_per_image) for i in range(n)], \
+            "synthetic"
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(paths), (n, faces_per_image), replace=len(paths) < n * faces_per_image)
+    out = []
+    for i, row in enumerate(picks):
+        crops = [np.asarray(Image.open(paths[j]).convert("RGB")) for j in row]
+        out.append(crop_scene(crops, seed + i))
+    return out, "utkface"
+
+
+def photos_per_second(detector: Detector, images: list[np.ndarray], batch: int = 8,
+                      rounds: int = 2) -> dict[str, Any]:
+    """Detection throughput over `images` in batches: one warm-up pass (compiles), then the
+    best of `rounds` timed passes."""
+    if not images:
+        raise ValueError("photos_per_second: no images")
+    batches = [images[i:i + batch] for i in range(0, len(images), batch)]
+    faces = sum(len(f) for b in batches for f in detector.detect(b))  # warm-up
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for b in batches:
+            detector.detect(b)
+        best = min(best, time.perf_counter() - start)
+    return {"detector": detector.name, "photos": len(images), "batch": batch,
+            "photos_per_s": len(images) / best, "faces_per_photo": faces / len(images),
+            "seconds": best}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m agr_jax.bench.detect [--utkface DIR] [--n 32] [--batch 8] [--detector mtcnn]`"""
+    import argparse
+    import json
+
+    from agr_jax.inference.detect import build_detector
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--utkface", type=Path, default=None, help="folder of UTKFace crops")
+    parser.add_argument("--n", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--faces", type=int, default=4)
+    parser.add_argument("--detector", default="mtcnn")
+    args = parser.parse_args(argv)
+    images, source = scenes(args.n, args.faces, args.utkface)
+    result = photos_per_second(build_detector(args.detector), images, args.batch)
+    print(json.dumps({"scenes": source, **result}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,103 @@
+"""Frame detected faces as UTKFace's training crops are framed.
+
+`align_face` maps the 5 MTCNN landmarks onto `TEMPLATE` with the least-squares similarity
+transform (Umeyama 1991) and warps bilinearly; `crop_box` serves box-only detectors with a
+square crop whose margin reproduces `BOX_TEMPLATE`. Both templates were MEASURED on UTKFace
+crops (MTCNN run on each crop padded into a black canvas; per-coordinate medians), see
+benchmarks/align_template.py. Normalised coordinates: (pixel index + 0.5) / crop side, so
+0..1 spans the crop whatever its size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# nice -n 10 python benchmarks/align_template.py --n 2000 --seed 0 --data ../shared/utkface
+# -> 1971 of 2000 crops kept; IQR per coordinate 0.016-0.044 of the crop (docs/detection.md).
+# rows: left_eye, right_eye, nose, mouth_left, mouth_right; columns: x, y
+TEMPLATE = np.array([[0.3027, 0.2943], [0.6977, 0.2955], [0.4964, 0.5280], [0.3258, 0.6980],
+                     [0.6727, 0.6979]], np.float64)
+# the same run: MTCNN's box x0, y0, x1, y1 in the crop (the box starts above the crop's top)
+BOX_TEMPLATE = np.array([0.0640, -0.0785, 0.9101, 0.9709], np.float64)
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The 2x3 matrix M (rotation, uniform scale, translation) minimising
+    sum |M @ [src, 1] - dst|^2 (Umeyama's closed form, no reflection)."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or len(src) < 2:
+        raise ValueError(f"similarity_transform: need matching (N>=2, 2) points, "
+                         f"got {src.shape} and {dst.shape}")
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    var_s = (s ** 2).sum() / len(src)
+    if var_s == 0:
+        raise ValueError("similarity_transform: source points coincide")
+    u, sigma, vt = np.linalg.svd(d.T @ s / len(src))
+    sign = np.diag([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
+    rotation = u @ sign @ vt
+    scale = (sigma * np.diag(sign)).sum() / var_s
+    return np.hstack([scale * rotation, (mu_d - scale * rotation @ mu_s)[:, None]])
+
+
+def warp_affine(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """(size, size, C) uint8: output pixel p takes the bilinear sample of `image` at
+    matrix^-1 p (pixel-index coordinates); outside the image reads black."""
+    inverse = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    u = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
+    v = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
+    return _bilinear(image, u, v)
+
+
+def _bilinear(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
+    padded = np.zeros((h + 2, w + 2, image.shape[2]), np.float32)  # one black pixel around
+    padded[1:-1, 1:-1] = image
+    u = np.clip(u + 1, 0, w + 1)
+    v = np.clip(v + 1, 0, h + 1)
+    x0 = np.minimum(np.floor(u).astype(np.int64), w)
+    y0 = np.minimum(np.floor(v).astype(np.int64), h)
+    fx, fy = (u - x0)[..., None], (v - y0)[..., None]
+    top = padded[y0, x0] * (1 - fx) + padded[y0, x0 + 1] * fx
+    bottom = padded[y0 + 1, x0] * (1 - fx) + padded[y0 + 1, x0 + 1] * fx
+    return np.clip(np.rint(top * (1 - fy) + bottom * fy), 0, 255).astype(np.uint8)
+
+
+def template_points(size: int, template: np.ndarray = TEMPLATE) -> np.ndarray:
+    """The template in pixel-index coordinates of a (size, size) crop."""
+    return np.asarray(template, np.float64) * size - 0.5
+
+
+def _check(image: np.ndarray, size: int) -> None:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3:
+        raise ValueError("expected an (H, W, C) uint8 image")
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+
+
+def align_face(image: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+    """(size, size, 3) uint8: the face whose 5 landmarks (5, 2) are given, warped so they land
+    on TEMPLATE, i.e. framed as a UTKFace crop."""
+    _check(image, size)
+    landmarks = np.asarray(landmarks, np.float64)
+    if landmarks.shape != (5, 2) or not np.isfinite(landmarks).all():
+        raise ValueError(f"landmarks must be 5 finite (x, y) points, got shape {landmarks.shape}")
+    return warp_affine(image, similarity_transform(landmarks, template_points(size)), size)
+
+
+def crop_box(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+    """(size, size, 3) uint8: a square crop around a detector box, with the margin that puts
+    an MTCNN box where BOX_TEMPLATE says it sits in UTKFace crops; no rotation."""
+    _check(image, size)
+    x0, y0, x1, y1 = np.asarray(box, np.float64)
+    if not (x1 > x0 and y1 > y0):
+        raise ValueError(f"crop_box: empty box {box}")
+    tx0, ty0, tx1, ty1 = BOX_TEMPLATE
+    side = np.sqrt((x1 - x0) / (tx1 - tx0) * (y1 - y0) / (ty1 - ty0))
+    # the crop's corner so the box centre lands on the template box centre
+    cx0 = (x0 + x1) / 2 - side * (tx0 + tx1) / 2
+    cy0 = (y0 + y1) / 2 - side * (ty0 + ty1) / 2
+    k = size / side  # crop pixel-index coords: (p + 0.5) = k * (x - cx0 + 0.5)
+    matrix = np.array([[k, 0.0, k * (0.5 - cx0) - 0.5], [0.0, k, k * (0.5 - cy0) - 0.5]])
+    return warp_affine(image, matrix, size)

@@ -1,0 +1,103 @@
+"""Face alignment: the similarity fit, the warp's pixel convention, and (on real UTKFace crops)
+that an aligned face's detected landmarks land on the measured template."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from agr_jax.inference import align
+
+SHARED_UTKFACE = Path(os.environ.get(
+    "AGR_JAX_UTKFACE", Path(__file__).resolve().parents[1].parent / "shared" / "utkface"))
+
+
+def _similarity(angle: float, scale: float, shift: tuple[float, float]) -> np.ndarray:
+    c, s = np.cos(angle) * scale, np.sin(angle) * scale
+    return np.array([[c, -s, shift[0]], [s, c, shift[1]]])
+
+
+def _apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def _smooth_image(size: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (size // 10, size // 10, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(small).resize((size, size), Image.BICUBIC))
+
+
+def test_similarity_fit_recovers_a_known_transform():
+    rng = np.random.default_rng(0)
+    truth = _similarity(0.4, 1.7, (12.0, -5.0))
+    src = rng.uniform(0, 100, (5, 2))
+    np.testing.assert_allclose(align.similarity_transform(src, _apply(truth, src)), truth,
+                               atol=1e-9)
+    with pytest.raises(ValueError):
+        align.similarity_transform(np.ones((5, 2)), np.zeros((5, 2)))
+
+
+def test_warp_round_trips_a_similarity():
+    image = _smooth_image(160, seed=1)
+    forward = _similarity(0.3, 0.8, (40.0, 10.0))
+    there = align.warp_affine(image, forward, 160)
+    back = np.linalg.inv(np.vstack([forward, [0, 0, 1]]))[:2]
+    again = align.warp_affine(there, back, 160)
+    # compare where both warps stayed inside their images (centre region)
+    inner = (slice(60, 100), slice(60, 100))
+    diff = np.abs(again[inner].astype(int) - image[inner].astype(int))
+    assert diff.mean() < 2.0 and diff.max() < 25
+
+
+def test_aligned_landmarks_land_on_the_template():
+    """Five coloured dots placed by a known similarity of the template end up, after
+    align_face, at the template's pixels (checks the warp's pixel-centre convention)."""
+    size, out = 400, 112
+    where = _apply(_similarity(-0.35, 1.9, (120.0, 90.0)), align.template_points(112))
+    image = np.zeros((size, size, 3), np.uint8)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for k, (x, y) in enumerate(where):
+        image[(xx - x) ** 2 + (yy - y) ** 2 <= 16] = (40 * (k + 1), 255, 0)
+    aligned = align.align_face(image, where, out)
+    target = align.template_points(out)
+    for k in range(5):
+        mask = np.all(np.abs(aligned.astype(int) - (40 * (k + 1), 255, 0)) <= (15, 8, 30),
+                      axis=-1)
+        ys, xs = np.nonzero(mask)
+        assert xs.size > 0, f"dot {k} vanished"
+        np.testing.assert_allclose([xs.mean(), ys.mean()], target[k], atol=0.5)
+
+
+def test_crop_box_of_the_template_box_is_the_identity():
+    image = _smooth_image(200, seed=2)
+    np.testing.assert_array_equal(align.crop_box(image, align.BOX_TEMPLATE * 200, 200), image)
+    with pytest.raises(ValueError, match="empty box"):
+        align.crop_box(image, np.array([5, 5, 5, 9]), 64)
+
+
+def test_template_is_measured_and_plausible():
+    t = align.TEMPLATE
+    assert t[0, 0] < t[2, 0] < t[1, 0] and t[3, 0] < t[4, 0]  # left eye, nose, right eye
+    assert t[:2, 1].max() < t[2, 1] < t[3:, 1].min()  # eyes above nose above mouth
+    assert np.all((t > 0.1) & (t < 0.9))
+
+
+@pytest.mark.skipif(not SHARED_UTKFACE.is_dir(), reason="real UTKFace crops not present")
+def test_detected_landmarks_of_an_aligned_real_face_sit_on_the_template():
+    from agr_jax.inference.detect import MTCNNDetector
+
+    detector = MTCNNDetector()
+    crop = np.asarray(Image.open(sorted(SHARED_UTKFACE.glob("*.jpg"))[500]).convert("RGB"))
+    tilted = np.asarray(Image.fromarray(np.pad(crop, ((80, 80), (80, 80), (0, 0))))
+                        .rotate(20, resample=Image.BILINEAR))
+    face = detector.detect([tilted])[0][0]
+    aligned = align.align_face(tilted, face.landmarks, 200)
+    again = detector.detect([np.pad(aligned, ((50, 50), (50, 50), (0, 0)))])[0][0]
+    # this face (crop 500) measured 1.9 px mean distance; the bounds leave room for MTCNN's
+    # own jitter plus the face's shape (other crops: up to 10 px mean, docs/detection.md)
+    distance = np.linalg.norm(again.landmarks - 50 - align.template_points(200), axis=1)
+    assert distance.mean() < 5 and distance.max() < 10, distance
