@@ -7,6 +7,7 @@ them measures the pyramid and P-Net more than the later stages).
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 from typing import Any
@@ -92,20 +93,23 @@ def photos_per_second(detector: Detector, images: list[np.ndarray], batch: int =
             "seconds": best}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     """`python -m agr_jax.bench.detect [--utkface DIR] [--n 32] [--batch 8] [--detector mtcnn]`"""
-    import argparse
-    import json
-
-    from agr_jax.inference.detect import build_detector
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--utkface", type=Path, default=None, help="folder of UTKFace crops")
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--faces", type=int, default=4)
     parser.add_argument("--detector", default="mtcnn")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    import json
+
+    from agr_jax.inference.detect import build_detector
+
+    args = build_parser().parse_args(argv)
     images, source = scenes(args.n, args.faces, args.utkface)
     result = photos_per_second(build_detector(args.detector), images, args.batch)
     print(json.dumps({"scenes": source, **result}))

@@ -73,12 +73,16 @@ def convert(src: Path, out: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def main(argv: list[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m agr_jax.convert mtcnn", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--src", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=WEIGHTS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     arrays = convert(args.src or installed_data_dir(), args.out)
     count = sum(v.size for v in arrays.values())
     print(f"wrote {args.out}: {len(arrays)} arrays, {count:,} parameters")
