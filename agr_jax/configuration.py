@@ -22,7 +22,7 @@ import ml_collections
 
 from agr_jax import defaults, models, tasks
 from agr_jax.data import fairface, pipeline, utkface
-from agr_jax.train import optim
+from agr_jax.train import optim, phases
 
 CONFIG_FILE = "config.json"
 DTYPES = ("float32", "bfloat16", "float16")
@@ -210,6 +210,7 @@ def validate(
     tasks.TaskSpec.from_config(tasks_cfg)  # the remaining task checks (tasks.age_loss, ...)
     require(int(config.get("cpu_devices", 0)) >= 0, "cpu_devices", ">= 0 (0: JAX's default)")
     optim.parse_lr_multipliers(config.optimizer.get("lr_multipliers", ()))
+    phases.parse_phases(config.get("init", {}).get("phases", ()), steps_per_epoch=1)
     ratios = tuple(config.data.split_ratios)
     require(
         len(ratios) == 3 and min(ratios) >= 0 and abs(sum(ratios) - 1) < 1e-6,
