@@ -7,11 +7,13 @@ converted agr_jax `mobilenet` trunk, on real UTKFace crops (the whole 200 px cro
     nice python -m benchmarks.faceres_check --graph /work/cache/package/models/faceres.json \
         --data_dir ../shared/utkface --n 500
 
-Two paths are scored: the graph's weights as they are, fed float RGB 0..255 under each of the
-input ranges tried (the one the graph expects reads far above chance), and the converted file
-as training uses it (`--input_range 0_255` folded into the first conv, uint8 input mapped to
-[-1, 1] inside the model). The heads (`feats` 1024 -> 256 ReLU, `gender_pred` sigmoid = male,
-`age_pred` softmax over 0..99 years) are applied in numpy from the graph's own weights.
+Two paths are scored: the graph's weights as they are, fed each input convention tried (RGB
+0..255, RGB [-1, 1], BGR 0..255; the one the graph expects reads far above chance), and the
+converted file as training uses it (the converter's defaults `--input_range 0_255
+--input_channels bgr` folded into the first conv, RGB uint8 input mapped to [-1, 1] inside
+the model). The heads (`feats` 1024 -> 256 ReLU, `gender_pred` sigmoid = male, `age_pred`
+softmax over 0..99 years, read as its expected value) are applied in numpy from the graph's
+own weights.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def main() -> None:
         return np.concatenate(chunks)
 
     results = {"n": len(images), "graph": str(args.graph)}
-    as_is = tfjs.convert(args.graph, input_range="as_is")
+    as_is = tfjs.convert(args.graph, input_range="as_is", input_channels="as_is")
     ranges = {
         "rgb_0_255": lambda x: x.astype(np.float32),
         "rgb_-1_1": lambda x: x.astype(np.float32) / 127.5 - 1.0,
@@ -105,9 +107,9 @@ def main() -> None:
             *faceres_heads(graph.weights, pooled(as_is, transform)), ages, genders
         )
         results[f"graph_weights_{name}"]["seconds"] = round(time.perf_counter() - start, 1)
-    folded = tfjs.convert(args.graph, input_range="0_255")
+    folded = tfjs.convert(args.graph, input_range="0_255", input_channels="bgr")
     to_model = lambda x: normalize_pixels(jnp.asarray(x))  # uint8 -> [-1, 1], as in training
-    results["converted_0_255_folded_uint8"] = score(
+    results["converted_default_rgb_uint8"] = score(
         *faceres_heads(graph.weights, pooled(folded, to_model)), ages, genders
     )
     print(json.dumps(results, indent=1))

@@ -133,20 +133,21 @@ def test_reader_dequantises_float16_and_uint8(graph):
 
 def test_converted_tiny_graph_computes_the_graph(graph):
     path, w = graph
-    variables = tfjs.convert(path, input_range="as_is")
+    variables = tfjs.convert(path, input_range="as_is", input_channels="as_is")
     backbone = models.BACKBONES["mobilenet"](alpha=0.125, num_blocks=1, conv_impl="xla")
     pixels = np.random.default_rng(1).integers(0, 256, (2, SIZE, SIZE, 3)).astype(np.uint8)
     x = pixels.astype(np.float32)
     got = np.asarray(jax.jit(lambda v, x: backbone.apply(v, x))(variables, x))
     np.testing.assert_allclose(got, reference(x, w), rtol=0, atol=1e-4)
 
-    # The 0..255 range folded into the first conv: our uint8 -> [-1, 1] input reads the same,
-    # except where the graph's zero padding (our -1) reaches: the bottom/right rows.
-    folded = tfjs.convert(path, input_range="0_255")
+    # 0..255 BGR folded into the first conv: our RGB uint8 -> [-1, 1] input reads what the
+    # graph reads from BGR 0..255, except where the graph's zero padding (our -1) reaches.
+    folded = tfjs.convert(path, input_range="0_255", input_channels="bgr")
     ours = np.asarray(
         jax.jit(lambda v, x: backbone.apply(v, normalize_pixels(x)))(folded, jnp.asarray(pixels))
     )
-    np.testing.assert_allclose(ours[:, :2, :2], reference(x, w)[:, :2, :2], rtol=0, atol=1e-4)
+    expected = reference(x[..., ::-1], w)[:, :2, :2]
+    np.testing.assert_allclose(ours[:, :2, :2], expected, rtol=0, atol=1e-4)
 
 
 def test_a_graph_that_is_not_a_mobilenet_chain_is_refused(graph, tmp_path):

@@ -21,11 +21,12 @@ unfolded into ours as scale = the Mul constant (1 without one), bias = the Add c
 mean 0 and var 1 - epsilon, so the layer computes exactly what the graph does and fine-tuning
 has a BatchNorm to train.
 
-Input range: faceres expects RGB in 0..255 (benchmarks/faceres_check.py measured it); agr_jax
-models see [-1, 1]. `--input_range 0_255` (the default) folds x_255 = 127.5 x + 127.5 into the
-first conv (kernel x 127.5, the constant into its BatchNorm bias); only the padded bottom/right
-border of the first layer differs from the graph (there the graph pads with 0, i.e. -1 in our
-range). `--input_range as_is` keeps the graph's weights untouched.
+Input: faceres expects BGR in 0..255 (benchmarks/faceres_check.py: its heads read at chance
+on [-1, 1], best on BGR 0..255); agr_jax models see RGB in [-1, 1]. The defaults fold both
+into the first conv: `--input_channels bgr` reverses its input channels (exact) and
+`--input_range 0_255` folds x_255 = 127.5 x + 127.5 (kernel x 127.5, the constant into its
+BatchNorm bias); only the padded bottom/right border of the first layer then differs from the
+graph (there the graph pads with 0, i.e. -1 in our range). "as_is" leaves the weights alone.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from agr_jax.convert import _tree
 CONV_OPS = {"Conv2D": "conv", "_FusedConv2D": "conv"}
 DEPTHWISE_OPS = {"DepthwiseConv2dNative": "depthwise", "FusedDepthwiseConv2dNative": "depthwise"}
 INPUT_RANGES = ("0_255", "as_is")
+INPUT_CHANNELS = ("bgr", "as_is")
 _ITEM_BYTES = {"float16": 2, "uint8": 1, "uint16": 2}
 
 
@@ -220,10 +222,19 @@ def mobilenet_options(units: list[ConvUnit]) -> dict[str, Any]:
     return {"alpha": alpha, "num_blocks": (len(units) - 1) // 2}
 
 
-def convert(json_path: str | Path, input_range: str = "0_255") -> dict[str, Any]:
-    """Graph model -> {"params": ..., "batch_stats": ...} of `mobilenet` (options inferred)."""
+def convert(
+    json_path: str | Path, input_range: str = "0_255", input_channels: str = "bgr"
+) -> dict[str, Any]:
+    """Graph model -> {"params": ..., "batch_stats": ...} of `mobilenet` (options inferred).
+
+    `input_range`/`input_channels`: what the graph expects, folded into the first conv so
+    the converted model reads agr_jax's RGB [-1, 1] ("as_is": the weights untouched)."""
     if input_range not in INPUT_RANGES:
         raise ValueError(f"--input_range: expected one of {INPUT_RANGES}, got {input_range!r}")
+    if input_channels not in INPUT_CHANNELS:
+        raise ValueError(
+            f"--input_channels: expected one of {INPUT_CHANNELS}, got {input_channels!r}"
+        )
     units = conv_units(read_graph_model(json_path))
     options = mobilenet_options(units)
     template = _tree.backbone_variables("mobilenet", 32, **options)
@@ -244,6 +255,8 @@ def convert(json_path: str | Path, input_range: str = "0_255") -> dict[str, Any]
         channels = kernel.shape[-1]
         scale = np.ones(channels, np.float32) if unit.scale is None else unit.scale
         bias = np.zeros(channels, np.float32) if unit.bias is None else unit.bias
+        if conv is convs[0] and input_channels == "bgr":  # our RGB input, its BGR kernel
+            kernel = kernel[:, :, ::-1, :]
         if conv is convs[0] and input_range == "0_255":
             bias = bias + scale * 127.5 * kernel.sum(axis=(0, 1, 2))
             kernel = kernel * 127.5
@@ -266,9 +279,19 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--graph", required=True, help="TF.js model.json (shards beside it)")
     parser.add_argument("--out", required=True, help="output Orbax directory")
-    parser.add_argument("--input_range", default="0_255", choices=INPUT_RANGES,
-                        help="pixel range the graph expects (folded into the first conv)")
+    parser.add_argument(
+        "--input_range",
+        default="0_255",
+        choices=INPUT_RANGES,
+        help="pixel range the graph expects (folded into the first conv)",
+    )
+    parser.add_argument(
+        "--input_channels",
+        default="bgr",
+        choices=INPUT_CHANNELS,
+        help="channel order the graph expects (bgr: flipped into the first conv)",
+    )
     args = parser.parse_args(argv)
-    out = _tree.save(convert(args.graph, args.input_range), args.out)
+    out = _tree.save(convert(args.graph, args.input_range, args.input_channels), args.out)
     print(f"wrote {out} (config.init.checkpoint={out}; model.name='mobilenet')")
     return 0
