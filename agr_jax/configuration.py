@@ -41,6 +41,20 @@ DATASET_RACES = {"utkface": utkface.RACES, "fairface": fairface.RACES, "imdb_wik
 _BACKBONE_FIXED = {"dtype", "param_dtype", "bn_axis_name", "parent", "name"}
 
 
+def load_config_file(path: str | Path) -> ml_collections.ConfigDict:
+    """`get_config()` of a configs/*.py file by path (configs/ is not a package), so one
+    config can build on another and tests can load them."""
+    import importlib.util
+
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(f"config_{path.stem}", path)
+    if spec is None or not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
 @functools.cache
 def schema() -> dict[str, tuple[type, ...]]:
     """Dotted key -> accepted types, from the base config (placeholders keep their type)."""

@@ -1,7 +1,6 @@
 """The three fine-tuning configs validate, build, and their backbones have exactly the shapes
 the importers write, so `init.strict` loads the converted files (heads aside)."""
 
-import importlib.util
 from pathlib import Path
 
 import jax
@@ -9,6 +8,7 @@ import jax.numpy as jnp
 import pytest
 
 from agr_jax import configuration, models, tasks
+from agr_jax.configuration import load_config_file
 from agr_jax.convert import _tree
 
 # config -> the importer's backbone options (what the converted file holds)
@@ -20,11 +20,7 @@ CONFIGS = {
 
 
 def load(name):
-    path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return load_config_file(Path(__file__).resolve().parents[1] / "configs" / f"{name}.py")
 
 
 def shapes(tree):
