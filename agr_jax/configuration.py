@@ -22,7 +22,7 @@ import ml_collections
 
 from agr_jax import defaults, models, tasks
 from agr_jax.data import fairface, pipeline, utkface
-from agr_jax.train import optim
+from agr_jax.train import optim, phases
 
 CONFIG_FILE = "config.json"
 DTYPES = ("float32", "bfloat16", "float16")
@@ -39,6 +39,20 @@ OPTIONAL_KEYS: dict[str, tuple[type, ...]] = {
 # Race classes each dataset labels (UTKFace 5; FairFace would be 7).
 DATASET_RACES = {"utkface": utkface.RACES, "fairface": fairface.RACES, "imdb_wiki": utkface.RACES}
 _BACKBONE_FIXED = {"dtype", "param_dtype", "bn_axis_name", "parent", "name"}
+
+
+def load_config_file(path: str | Path) -> ml_collections.ConfigDict:
+    """`get_config()` of a configs/*.py file by path (configs/ is not a package), so one
+    config can build on another and tests can load them."""
+    import importlib.util
+
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(f"config_{path.stem}", path)
+    if spec is None or not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
 
 
 @functools.cache
@@ -210,6 +224,7 @@ def validate(
     tasks.TaskSpec.from_config(tasks_cfg)  # the remaining task checks (tasks.age_loss, ...)
     require(int(config.get("cpu_devices", 0)) >= 0, "cpu_devices", ">= 0 (0: JAX's default)")
     optim.parse_lr_multipliers(config.optimizer.get("lr_multipliers", ()))
+    phases.parse_phases(config.get("init", {}).get("phases", ()), steps_per_epoch=1)
     ratios = tuple(config.data.split_ratios)
     require(
         len(ratios) == 3 and min(ratios) >= 0 and abs(sum(ratios) - 1) < 1e-6,

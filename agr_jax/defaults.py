@@ -86,6 +86,15 @@ def get_config() -> config_dict.ConfigDict:
     c.optimizer.ema_decay = 0.0
     c.optimizer.lr_multipliers = ()  # ((glob over param paths, multiplier), ...); 0 freezes
 
+    # Start from saved weights (train/init_weights.py): an Orbax tree written by
+    # `python -m agr_jax.convert FORMAT --out DIR`; unset = the seed's initialisation.
+    c.init = config_dict.ConfigDict()
+    c.init.checkpoint = config_dict.placeholder(str)
+    c.init.strict = True  # shape mismatches / unknown leaves: error (False: skip and log them)
+    # Fine-tuning phases ((epochs, ((glob, multiplier), ...)), ...) (train/phases.py), e.g.
+    # heads only, then all; on top of optimizer.lr_multipliers; 0 freezes params and BN stats.
+    c.init.phases = ()
+
     c.log_every_steps = 50
     c.checkpoint_every_steps = 0  # 0: at the end of every epoch
     c.prefetch = 2

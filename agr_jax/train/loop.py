@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from agr_jax import configuration, evaluation, metrics, models, tasks
 from agr_jax.data import tfds_builders
-from agr_jax.train import faults, parallel
+from agr_jax.train import faults, init_weights, parallel, phases
 from agr_jax.train import input as input_lib
 from agr_jax.train import workdir as workdir_lib
 from agr_jax.train.checkpoint import Checkpoints
@@ -114,11 +114,12 @@ def train_and_evaluate(
 
     # Model and state (replicated on the mesh, so restores land on this run's devices).
     model, spec = build_model_and_spec(config, tfds_dir, bn_axis_name=dp.axis_name)
-    tx = make_optimizer(config.optimizer, total_steps)
+    phase_list = phases.parse_phases(config.init.phases, steps_per_epoch)
+    tx = phases.with_phases(make_optimizer(config.optimizer, total_steps), phase_list)
     size = int(config.data.image_size)
     ema_decay = float(config.optimizer.get("ema_decay", 0.0))
-    state = dp.replicate(create_train_state(model, tx, (size, size, 3), int(config.seed),
-                                            ema=ema_decay > 0))
+    state = create_train_state(model, tx, (size, size, 3), int(config.seed), ema=ema_decay > 0)
+    state = dp.replicate(init_weights.initialise(state, config.init))  # a resume overrides it
     log.info("model %s: %s parameters", config.model.name, f"{count_params(state.params):,}")
 
     train_iter = DevicePrefetcher(
@@ -150,7 +151,7 @@ def train_and_evaluate(
     # Compiled steps: one per-device body, wrapped for config.parallel.
     train_step = dp.train_step(
         make_train_step(model, tx, spec, axis_name=dp.axis_name, skip_nonfinite=skip_nonfinite,
-                        ema_decay=ema_decay)
+                        ema_decay=ema_decay, phases=phase_list)
     )
     eval_step = dp.eval_step(make_eval_step(model, spec))
 

@@ -18,6 +18,7 @@ from jax.flatten_util import ravel_pytree
 from agr_jax import tasks
 from agr_jax.data.pipeline import FLIP_CROP
 from agr_jax.train.device_augment import flip_pad_crop
+from agr_jax.train.phases import hold_frozen_stats
 from agr_jax.train.state import TrainState, eval_variables, update_ema
 
 Batch = Mapping[str, jnp.ndarray]
@@ -50,12 +51,14 @@ def make_train_step(
     axis_name: str | None = None,
     skip_nonfinite: bool = False,
     ema_decay: float = 0.0,
+    phases: tuple = (),
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jnp.ndarray]]]:
     """`skip_nonfinite`: a step whose loss or gradient is NaN/Inf keeps the previous params,
     BN statistics and optimiser state (the step counter still advances); either way the
     metrics carry `nonfinite` (1.0 for such a step) for the host-side guard. `ema_decay`:
     decay of `state.ema` (updated after the step when the state has one). A batch with
-    `FLIP_CROP` is flipped and cropped here first (`device_augment.py`)."""
+    `FLIP_CROP` is flipped and cropped here first (`device_augment.py`). `phases`
+    (`train/phases.py`): BN statistics under paths the current phase freezes keep their values."""
 
     def train_step(state: TrainState, batch: Batch):
         rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -82,6 +85,7 @@ def make_train_step(
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         (loss, (task_losses, batch_stats, outputs)), grads = grad_fn(state.params)
         grads = mean_over_devices(grads, axis_name)
+        batch_stats = hold_frozen_stats(phases, state.step, state.batch_stats, batch_stats)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         preds = tasks.predictions(outputs, spec)
