@@ -86,8 +86,8 @@ def get_config() -> config_dict.ConfigDict:
     c.optimizer.ema_decay = 0.0
     c.optimizer.lr_multipliers = ()  # ((glob over param paths, multiplier), ...); 0 freezes
 
-    # Start from saved weights (train/init_weights.py): an Orbax tree written by
-    # `python -m agr_jax.convert FORMAT --out DIR`; unset = the seed's initialisation.
+    # Start from saved weights (train/init_weights.py): an Orbax tree written by one of
+    # the importers (agr_jax/convert/, docs/pretrained.md); unset = the seed's initialisation.
     c.init = config_dict.ConfigDict()
     c.init.checkpoint = config_dict.placeholder(str)
     c.init.strict = True  # shape mismatches / unknown leaves: error (False: skip and log them)

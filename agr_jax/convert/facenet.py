@@ -125,13 +125,17 @@ def convert(path: str | Path) -> dict[str, Any]:
     return convert_state_dict(state, embedding_size=size)
 
 
-def main(argv: list[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m agr_jax.convert facenet", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--weights", required=True, help="facenet-pytorch .pt state_dict")
     parser.add_argument("--out", required=True, help="output Orbax directory")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     out = _tree.save(convert(args.weights), args.out)
     print(f"wrote {out} (config.init.checkpoint={out}; model.embedding_size=512)")
     return 0

@@ -251,14 +251,18 @@ def convert(name: str, weights: str | Path, **options: Any) -> dict[str, Any]:
     return out
 
 
-def main(argv: list[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m agr_jax.convert keras", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--model", required=True, choices=BACKBONES)
     parser.add_argument("--weights", required=True, help="Keras .h5 or .weights.h5 file")
     parser.add_argument("--out", required=True, help="output Orbax directory")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     out = _tree.save(convert(args.model, args.weights), args.out)
     print(f"wrote {out} (config.init.checkpoint={out})")
     return 0

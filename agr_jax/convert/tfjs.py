@@ -273,7 +273,7 @@ def convert(
 MOBILENET_BN_EPSILON = 1e-3  # agr_jax.models.mobilenet's BatchNorm epsilon (Keras')
 
 
-def main(argv: list[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m agr_jax.convert tfjs", description=__doc__.split("\n")[0]
     )
@@ -291,7 +291,11 @@ def main(argv: list[str]) -> int:
         choices=INPUT_CHANNELS,
         help="channel order the graph expects (bgr: flipped into the first conv)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     out = _tree.save(convert(args.graph, args.input_range, args.input_channels), args.out)
     print(f"wrote {out} (config.init.checkpoint={out}; model.name='mobilenet')")
     return 0
