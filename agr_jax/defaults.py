@@ -47,6 +47,9 @@ def get_config() -> config_dict.ConfigDict:
     # CPU convolutions (models/conv.py): "auto" = oneDNN through the FFI where it builds, else
     # "matmul" (XLA's conv with its slowest cases as matmuls); "onednn"; "xla": XLA's alone.
     c.model.conv_impl = "auto"
+    # Every convolution's output channels rounded up to a multiple of this (tensor-core /
+    # MXU tiles: 8 or 64 on GPU, 128 on TPU); 1 keeps the recipe widths.
+    c.model.channel_multiple = 1
 
     c.tasks = config_dict.ConfigDict()
     c.tasks.age_mode = "regression"  # or "bins" / "ordinal" (then set tasks.age_bins)
