@@ -82,7 +82,7 @@ def model(spec: ModelSpec, suite: Any, peak_tflops: float,
     _compiled[(repr(spec), repr(None))] = bench
     if suite.accelerator:
         row["img_s_per_device"] = row["img_s"] / bench.num_devices
-        row["mfu"] = row["achieved_tflops"] / table_peak[1] if table_peak else None
+        row.update(mfu(row, jax.devices()[0].device_kind, spec.dtype, bench.num_devices))
     out["step"] = row
     if compare_torch:
         try:
@@ -137,6 +137,19 @@ def _vs_pytorch(bench: StepBench, suite: Any, torch_process: Any,
         "torch": f"{version} eager in its own process, channels_last, flush denormals, "
                  f"{os.cpu_count()} threads" + (", bfloat16 autocast" if autocast else ""),
     }
+
+
+def mfu(row: dict[str, Any], device_kind: str, dtype: str, devices: int) -> dict[str, Any]:
+    """Model FLOP utilisation per device against the peak for `dtype` (`peaks.py`), from the
+    analytic count (`mfu`) and from XLA's (`mfu_xla`, where it gave one)."""
+    peak = peaks.device_peak_for_dtype(device_kind, dtype)
+    if peak is None:
+        return {"mfu": None, "mfu_peak": f"unknown peak for {device_kind} {dtype}"}
+    name, tflops = peak
+    per_device = row["img_s"] / devices / tflops / 1e12
+    xla = row.get("xla_flops_per_img")
+    return {"mfu": per_device * row["flops_per_img"], "mfu_peak": f"{name} {tflops:g} TFLOP/s",
+            "mfu_xla": per_device * xla if xla else None}
 
 
 def pipeline(data_dir: Path | None, work_dir: Path, suite: Any) -> dict[str, Any]:

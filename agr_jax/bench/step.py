@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from agr_jax import models, tasks
+from agr_jax.bench import xla_flops
 from agr_jax.data import pipeline
 from agr_jax.models.flops import forward_flops
 from agr_jax.train.optim import make_optimizer
@@ -131,6 +132,15 @@ class StepBench:
         jax.block_until_ready(self.state)
         return time.perf_counter() - start
 
+    def xla_flop_check(self) -> dict[str, Any]:
+        """XLA's FLOP count of this step beside the analytic one (`bench/xla_flops.py`).
+        Lowering again re-runs the trace counter's Python, not a compile: not counted."""
+        traces = self.traces
+        flops = xla_flops.compiled_flops(self.step, self.state, self.batch)
+        self.traces = traces
+        return xla_flops.cross_check(flops, self.flops_per_img,
+                                     self.spec.batch // self.num_devices)
+
     def check_no_recompile(self) -> None:
         if self.traces != 1:
             raise RecompiledError(
@@ -166,6 +176,7 @@ def measure(bench: StepBench, steps: int, windows: int, peak_tflops: float,
     steps = window_steps(steps, bench.time_window(steps) / steps, window_s)
     times = [bench.time_window(steps) for _ in range(windows)]
     bench.check_no_recompile()
+    flop_check = bench.xla_flop_check()
     sec = statistics.median(times) / steps
     img_s = bench.spec.batch / sec
     achieved = img_s * bench.flops_per_img / 1e12
@@ -185,4 +196,5 @@ def measure(bench: StepBench, steps: int, windows: int, peak_tflops: float,
         "window_steps": steps,
         "window_img_s": [bench.spec.batch * steps / t for t in times],
         "traces": bench.traces,
+        **flop_check,
     }
