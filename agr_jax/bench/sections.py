@@ -180,6 +180,23 @@ def loop(spec: ModelSpec, data_dir: Path | None, work_dir: Path, suite: Any,
     return out
 
 
+def device_loop(spec: ModelSpec, data_dir: Path | None, work_dir: Path, suite: Any,
+                steps_per_call: int) -> dict[str, Any]:
+    """`loop_device`: the loop with the split on the device (`data.placement="device"`), K
+    steps per call, over its own pure call (`bench/device_loop.py`)."""
+    from agr_jax.bench import device_loop as device_loop_bench
+
+    data = pipeline_bench.prepare_data(data_dir, work_dir, suite.synthetic_num)
+    source = decoded_cache.maybe_cached(data.source, data.tfds_dir, "train", spec.image_size,
+                                        max_gb=float("inf"))
+    bench = device_loop_bench.DeviceLoopBench(spec, source, steps_per_call,
+                                              pipeline_bench.AUGMENT)
+    out = device_loop_bench.run(bench, suite.loop_steps, suite.loop_windows,
+                                log_every=int(defaults.get_config().log_every_steps))
+    out["source"] = str(data.tfds_dir)
+    return out
+
+
 def inference(spec: ModelSpec, data_dir: Path | None, work_dir: Path,
               suite: Any) -> dict[str, Any]:
     """The `inference` section, on `spec`'s model after one training step."""

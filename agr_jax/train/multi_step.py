@@ -74,6 +74,10 @@ class StackedBatches:
     def set_state(self, state: Any) -> None:
         self._it.set_state(state)
 
+    def close(self) -> None:
+        if hasattr(self._it, "close"):
+            self._it.close()
+
     def seek_step(self, step: int) -> None:
         """After a restore: the step the next block starts after."""
         self.step = int(step)
