@@ -43,10 +43,12 @@ class ModelSpec:
     # CPU XLA devices to time it on, as training with config.cpu_devices (0: one device);
     # `--cpu_devices` overrides it. Takes effect where each section has its own process.
     cpu_devices: int = 0
+    tag: str = ""  # tells apart specs of one model and dtype (e.g. "c64": channel_multiple)
 
     @property
     def key(self) -> str:
-        return self.name if self.dtype == "float32" else f"{self.name}_{self.dtype}"
+        key = self.name if self.dtype == "float32" else f"{self.name}_{self.dtype}"
+        return f"{key}_{self.tag}" if self.tag else key
 
 
 class RecompiledError(RuntimeError):

@@ -124,6 +124,11 @@ def _accelerator_suite() -> Suite:
             ModelSpec("ror", 64, 512, "bfloat16", {}),
             ModelSpec("ror", 64, 512, "float32", {}),
             ModelSpec("resnet18", 64, 1024, "bfloat16", {}),
+            # MFU at the recipe's widths and rounded to 64-channel tiles (model.channel_multiple)
+            ModelSpec("resnet18", 80, 1024, "bfloat16", RECIPE_MODEL.kwargs, tag="recipe"),
+            ModelSpec("resnet18", 80, 1024, "bfloat16",
+                      {**RECIPE_MODEL.kwargs, "channel_multiple": 64}, tag="recipe_c64"),
+            ModelSpec("ror", 64, 512, "bfloat16", {"channel_multiple": 64}, tag="c64"),
             ModelSpec("xception", 224, 128, "bfloat16", {}),
             ModelSpec("xception", 224, 128, "float32", {}),
         ],
