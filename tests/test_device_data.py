@@ -208,3 +208,17 @@ def test_device_placement_with_4_steps_per_call_matches_host_on_8_devices(
     assert max(errors.values()) < RTOL, sorted(errors.items(), key=lambda kv: -kv[1])[:3]
     saved = json.loads((tmp_path / "device" / "config.json").read_text())
     assert saved["steps_per_call"] == 4 and saved["data"]["placement"] == "device"
+
+
+def test_evaluation_reads_the_device_copy(one_device, caplog):
+    import logging
+
+    from agr_jax.evaluation import evaluate_workdir
+
+    on_host = evaluate_workdir(one_device / "host_1", split="validation", which="latest")
+    with caplog.at_level(logging.INFO, logger="agr_jax.evaluation"):
+        on_device = evaluate_workdir(one_device / "device_4", split="validation",
+                                     which="latest")
+    assert "evaluation: data.placement='device'" in caplog.text
+    for key in ("n", "age_mae", "gender_acc", "race_acc"):
+        assert on_device[key] == pytest.approx(on_host[key], rel=1e-4, abs=1e-6), key
