@@ -222,3 +222,16 @@ def test_evaluation_reads_the_device_copy(one_device, caplog):
     assert "evaluation: data.placement='device'" in caplog.text
     for key in ("n", "age_mae", "gender_acc", "race_acc"):
         assert on_device[key] == pytest.approx(on_host[key], rel=1e-4, abs=1e-6), key
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("data.placement", "gpu", "one of"), ("steps_per_call", 0, ">= 1"),
+    ("model.channel_multiple", 0, ">= 1")])
+def test_bad_settings_name_the_key(key, value, expected):
+    from conftest import make_tiny_config
+
+    from agr_jax import configuration
+
+    config = make_tiny_config(**{key: value})
+    with pytest.raises(ValueError, match=rf"config\.{key}: expected {expected}"):
+        configuration.validate(config)

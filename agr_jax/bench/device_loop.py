@@ -3,8 +3,9 @@
 The loop side is training's hot path with `data.placement="device"`: the grain pipeline in
 rows-only mode (row numbers + flip/crop draws, `pipeline.ROWS`) -> `DevicePrefetcher` ->
 the compiled call that gathers, flips, crops and trains K steps (`train/calls.py`'s
-composition: `device_data.gathering`, `multi_step.scan_steps`) -> metrics one call late,
-the non-finite flag every call and every scalar at each `log_every` steps. The pure side is
+composition: `device_data.gathering`, `multi_step.scan_steps`) -> `loop.py`'s window
+(metrics one call late, the non-finite flag every call, scalars about every `log_every`
+steps). The pure side is
 the same executable on one block of rows already on the device. Windows alternate and the
 efficiency is the median of the pair ratios (`alternate.round_ratios`), as in `loop.py`.
 """
@@ -19,12 +20,12 @@ from typing import Any
 
 import jax
 
+from agr_jax.bench import loop as loop_bench
 from agr_jax.bench.alternate import round_ratios
 from agr_jax.bench.step import ModelSpec, StepBench
 from agr_jax.data import pipeline
 from agr_jax.data.decoded_cache import DecodedSource
 from agr_jax.train import device_data, multi_step
-from agr_jax.train.nonfinite import NonFiniteGuard
 from agr_jax.train.prefetch import DevicePrefetcher
 from agr_jax.train.step import make_train_step
 
@@ -79,24 +80,6 @@ class DeviceLoopBench:
         return time.perf_counter() - start
 
 
-def _loop_window(bench: DeviceLoopBench, blocks: DevicePrefetcher, calls: int,
-                 log_every: int) -> float:
-    """`calls` calls as train/loop.py makes them: each call's metrics read one call late."""
-    guard = NonFiniteGuard(skip=False)
-    start = time.perf_counter()
-    pending = None
-    for call in range(1, calls + 1):
-        metrics = bench.run(next(blocks))
-        if pending is not None:
-            guard.check(*pending)
-            if (pending[0] * bench.k) // log_every != ((pending[0] - 1) * bench.k) // log_every:
-                jax.device_get(pending[1])
-        pending = (call, metrics)
-    jax.block_until_ready(bench.state)
-    jax.device_get(pending[1])
-    return time.perf_counter() - start
-
-
 def run(bench: DeviceLoopBench, steps: int, windows: int, log_every: int = 50,
         restart_iterator: bool | None = None) -> dict[str, Any]:
     """Loop/pure window pairs of about `steps` steps each (whole calls of K steps).
@@ -112,8 +95,12 @@ def run(bench: DeviceLoopBench, steps: int, windows: int, log_every: int = 50,
         if it is None:
             it = bench.batches()
             blocks = DevicePrefetcher(it, put=bench.put, size=DEVICE_PREFETCH)
-        _loop_window(bench, blocks, DEVICE_PREFETCH + 1, log_every)  # start-up, read-ahead
-        loop_t.append(_loop_window(bench, blocks, calls, log_every))
+        # train/loop.py's hot path, one call per "step" (metrics one call late, scalars
+        # every `log_every` steps = every log_every / K calls).
+        window = functools.partial(loop_bench._loop_window, bench, blocks,
+                                   log_every=max(1, log_every // bench.k))
+        window(DEVICE_PREFETCH + 1)  # start-up and what the pipeline read ahead
+        loop_t.append(window(calls))
         if restart_iterator:
             it.close()
             it = blocks = None
