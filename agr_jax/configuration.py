@@ -23,6 +23,7 @@ import ml_collections
 from agr_jax import defaults, models, tasks
 from agr_jax.data import fairface, pipeline, utkface
 from agr_jax.train import optim, phases
+from agr_jax.train.device_data import PLACEMENTS
 
 CONFIG_FILE = "config.json"
 DTYPES = ("float32", "bfloat16", "float16")
@@ -205,6 +206,12 @@ def validate(
     ema_decay = float(config.optimizer.get("ema_decay", 0.0))
     require(0.0 <= ema_decay < 1.0, "optimizer.ema_decay", "0 (off) or a decay in (0, 1)")
     require(config.get("parallel", "none") in PARALLEL, "parallel", f"one of {PARALLEL}")
+    require(config.data.get("placement", "host") in PLACEMENTS, "data.placement",
+            f"one of {PLACEMENTS}")
+    require(int(config.get("steps_per_call", 1)) >= 1, "steps_per_call",
+            ">= 1 train steps per jitted call")
+    require(int(config.model.get("channel_multiple", 1)) >= 1, "model.channel_multiple",
+            ">= 1 (1: the widths as written)")
     tasks_cfg = config.get("tasks", {})
     age_mode = tasks_cfg.get("age_mode", "regression")
     require(age_mode in tasks.AGE_MODES, "tasks.age_mode", f"one of {tasks.AGE_MODES}")

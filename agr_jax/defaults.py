@@ -38,6 +38,11 @@ def get_config() -> config_dict.ConfigDict:
     # Where flip and pad-crop run: "auto" = inside the train step unless rotation or noise
     # is asked for (then all on the host), "host", or "device" (data/pipeline.py AUGMENT_ON).
     c.data.augment_on = "auto"
+    # Where the decoded train and validation splits live (train/device_data.py): "host"
+    # (the grain pipeline sends pixels every step), "device" (copied to every device once;
+    # steps receive row numbers and flip/crop draws; same batches), or "auto": "device" on
+    # GPU/TPU when both splits fit in a quarter of one device's memory, else "host".
+    c.data.placement = "auto"
 
     c.model = config_dict.ConfigDict()
     c.model.name = "ror"
@@ -47,6 +52,9 @@ def get_config() -> config_dict.ConfigDict:
     # CPU convolutions (models/conv.py): "auto" = oneDNN through the FFI where it builds, else
     # "matmul" (XLA's conv with its slowest cases as matmuls); "onednn"; "xla": XLA's alone.
     c.model.conv_impl = "auto"
+    # Every convolution's output channels rounded up to a multiple of this (tensor-core /
+    # MXU tiles: 8 or 64 on GPU, 128 on TPU); 1 keeps the recipe widths.
+    c.model.channel_multiple = 1
 
     c.tasks = config_dict.ConfigDict()
     c.tasks.age_mode = "regression"  # or "bins" / "ordinal" (then set tasks.age_bins)
@@ -98,6 +106,9 @@ def get_config() -> config_dict.ConfigDict:
     c.log_every_steps = 50
     c.checkpoint_every_steps = 0  # 0: at the end of every epoch
     c.prefetch = 2
+    # Train steps per jitted call (a lax.scan over K batches, train/multi_step.py); calls end
+    # at epoch ends and checkpoints. 1: one step per call.
+    c.steps_per_call = 1
     return c
 
 

@@ -59,6 +59,27 @@ def predict(
     return result
 
 
+def _on_device_if_placed(config: Any, tfds_dir: Path, split: str,
+                         eval_step: Callable) -> tuple[Any, Callable | None, bool]:
+    """The split, decoded and copied to this process' device when the run's
+    `data.placement` puts it there (`train/device_data.py`), with a step that gathers its
+    rows; else the split as stored, None, False."""
+    import logging
+
+    from agr_jax.train import device_data
+    from agr_jax.train import input as input_lib
+
+    decoded = input_lib.load_training_split(config, tfds_dir, split)
+    placement = device_data.choose_placement(config, [decoded], "none")
+    logging.getLogger(__name__).info("evaluation: %s", placement.reason)
+    if not placement.on_device:
+        return input_lib.load_split(tfds_dir, split), None, False
+    mesh = jax.sharding.Mesh(jax.local_devices()[:1], ("data",))
+    images = device_data.put_split(decoded, mesh)
+    gathered = jax.jit(device_data.gathering(eval_step))
+    return decoded, lambda state, batch: gathered(state, images, batch), True
+
+
 def format_table(rows: Mapping[str, Mapping[str, float]]) -> str:
     """A small aligned text table: one row per split/source, one column per metric."""
     cols = list(next(iter(rows.values())).keys())
@@ -260,11 +281,14 @@ def evaluate_workdir(
     configuration.check_eval_shift_tta(shift, size)
     if flip or shift:
         eval_step = tta(eval_step, tta_views(flip, shift))
-    eval_step = jax.jit(eval_step)
+    eval_step = jax.jit(eval_step)  # the calibration pass below reuses it
+    on_device = False
+    if data_dir is None and config.data.get("placement", "host") != "host":
+        source, step, on_device = _on_device_if_placed(config, tfds_dir, split, eval_step)
     result = predict(
-        eval_step,
+        step if on_device else eval_step,
         state,
-        input_lib.make_eval_batches(config, source, with_metadata=True),
+        input_lib.make_eval_batches(config, source, with_metadata=True, rows_only=on_device),
         int(config.eval_batch_size),
     )
     result["index"] = np.arange(len(result["age"]))

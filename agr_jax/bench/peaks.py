@@ -53,3 +53,22 @@ def measured_matmul_tflops(dtype: str = "float32", n: int = 2048, seconds: float
         if time.perf_counter() > deadline:
             break
     return 2 * n**3 / best / 1e12
+
+
+# Dense float32 matmul peaks where float32 matmuls run on tensor cores (XLA's default
+# precision on NVIDIA Ampere and later is TF32; on TPU, bfloat16 passes: the bf16 peak).
+TF32_PEAK_TFLOPS = {"H200": 494.7, "H100": 494.7, "A100": 156.0}
+
+
+def device_peak_for_dtype(device_kind: str, dtype: str) -> tuple[str, float] | None:
+    """(description, peak TFLOP/s) of the device for matmuls in `dtype`, or None if unknown:
+    MFU is achieved FLOP/s over the peak of the arithmetic the step actually uses."""
+    found = device_peak_tflops(device_kind)
+    if found is None:
+        return None
+    key, bf16 = found
+    if dtype == "bfloat16" or key.startswith("TPU"):
+        return f"{key} bf16", bf16
+    if key in TF32_PEAK_TFLOPS:
+        return f"{key} tf32", TF32_PEAK_TFLOPS[key]
+    return None

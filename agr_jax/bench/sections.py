@@ -82,7 +82,7 @@ def model(spec: ModelSpec, suite: Any, peak_tflops: float,
     _compiled[(repr(spec), repr(None))] = bench
     if suite.accelerator:
         row["img_s_per_device"] = row["img_s"] / bench.num_devices
-        row["mfu"] = row["achieved_tflops"] / table_peak[1] if table_peak else None
+        row.update(mfu(row, jax.devices()[0].device_kind, spec.dtype, bench.num_devices))
     out["step"] = row
     if compare_torch:
         try:
@@ -139,6 +139,19 @@ def _vs_pytorch(bench: StepBench, suite: Any, torch_process: Any,
     }
 
 
+def mfu(row: dict[str, Any], device_kind: str, dtype: str, devices: int) -> dict[str, Any]:
+    """Model FLOP utilisation per device against the peak for `dtype` (`peaks.py`), from the
+    analytic count (`mfu`) and from XLA's (`mfu_xla`, where it gave one)."""
+    peak = peaks.device_peak_for_dtype(device_kind, dtype)
+    if peak is None:
+        return {"mfu": None, "mfu_peak": f"unknown peak for {device_kind} {dtype}"}
+    name, tflops = peak
+    per_device = row["img_s"] / devices / tflops / 1e12
+    xla = row.get("xla_flops_per_img")
+    return {"mfu": per_device * row["flops_per_img"], "mfu_peak": f"{name} {tflops:g} TFLOP/s",
+            "mfu_xla": per_device * xla if xla else None}
+
+
 def pipeline(data_dir: Path | None, work_dir: Path, suite: Any) -> dict[str, Any]:
     """The `pipeline` section (prepares, or reuses, the benchmark's ArrayRecord build)."""
     data = pipeline_bench.prepare_data(data_dir, work_dir, suite.synthetic_num)
@@ -165,6 +178,23 @@ def loop(spec: ModelSpec, data_dir: Path | None, work_dir: Path, suite: Any,
                          suite.loop_workers, log_every=int(training.log_every_steps),
                          short_steps=suite.loop_short_steps)
     out["decoded_cache"] = source is not data.source
+    return out
+
+
+def device_loop(spec: ModelSpec, data_dir: Path | None, work_dir: Path, suite: Any,
+                steps_per_call: int) -> dict[str, Any]:
+    """`loop_device`: the loop with the split on the device (`data.placement="device"`), K
+    steps per call, over its own pure call (`bench/device_loop.py`)."""
+    from agr_jax.bench import device_loop as device_loop_bench
+
+    data = pipeline_bench.prepare_data(data_dir, work_dir, suite.synthetic_num)
+    source = decoded_cache.maybe_cached(data.source, data.tfds_dir, "train", spec.image_size,
+                                        max_gb=float("inf"))
+    bench = device_loop_bench.DeviceLoopBench(spec, source, steps_per_call,
+                                              pipeline_bench.AUGMENT)
+    out = device_loop_bench.run(bench, suite.loop_steps, suite.loop_windows,
+                                log_every=int(defaults.get_config().log_every_steps))
+    out["source"] = str(data.tfds_dir)
     return out
 
 

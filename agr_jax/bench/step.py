@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from agr_jax import models, tasks
+from agr_jax.bench import xla_flops
 from agr_jax.data import pipeline
 from agr_jax.models.flops import forward_flops
 from agr_jax.train.optim import make_optimizer
@@ -42,10 +43,12 @@ class ModelSpec:
     # CPU XLA devices to time it on, as training with config.cpu_devices (0: one device);
     # `--cpu_devices` overrides it. Takes effect where each section has its own process.
     cpu_devices: int = 0
+    tag: str = ""  # tells apart specs of one model and dtype (e.g. "c64": channel_multiple)
 
     @property
     def key(self) -> str:
-        return self.name if self.dtype == "float32" else f"{self.name}_{self.dtype}"
+        key = self.name if self.dtype == "float32" else f"{self.name}_{self.dtype}"
+        return f"{key}_{self.tag}" if self.tag else key
 
 
 class RecompiledError(RuntimeError):
@@ -131,6 +134,15 @@ class StepBench:
         jax.block_until_ready(self.state)
         return time.perf_counter() - start
 
+    def xla_flop_check(self) -> dict[str, Any]:
+        """XLA's FLOP count of this step beside the analytic one (`bench/xla_flops.py`).
+        Lowering again re-runs the trace counter's Python, not a compile: not counted."""
+        traces = self.traces
+        flops = xla_flops.compiled_flops(self.step, self.state, self.batch)
+        self.traces = traces
+        return xla_flops.cross_check(flops, self.flops_per_img,
+                                     self.spec.batch // self.num_devices)
+
     def check_no_recompile(self) -> None:
         if self.traces != 1:
             raise RecompiledError(
@@ -166,6 +178,7 @@ def measure(bench: StepBench, steps: int, windows: int, peak_tflops: float,
     steps = window_steps(steps, bench.time_window(steps) / steps, window_s)
     times = [bench.time_window(steps) for _ in range(windows)]
     bench.check_no_recompile()
+    flop_check = bench.xla_flop_check()
     sec = statistics.median(times) / steps
     img_s = bench.spec.batch / sec
     achieved = img_s * bench.flops_per_img / 1e12
@@ -185,4 +198,5 @@ def measure(bench: StepBench, steps: int, windows: int, peak_tflops: float,
         "window_steps": steps,
         "window_img_s": [bench.spec.batch * steps / t for t in times],
         "traces": bench.traces,
+        **flop_check,
     }

@@ -129,6 +129,11 @@ class DecodedSource:
             self._images = np.load(self.directory / "images.npy", mmap_mode="r")
         return self._images
 
+    @property
+    def labels(self) -> dict[str, np.ndarray]:
+        """Every label column of the split, in record order."""
+        return self._labels
+
     def __len__(self) -> int:
         return len(self.source)
 

@@ -56,6 +56,9 @@ LABEL_DTYPES = {"age": np.float32, "gender": np.int32, "race": np.int32}
 # or "auto" (the device whenever no rotation or noise is asked for).
 AUGMENT_ON = ("auto", "host", "device")
 FLIP_CROP = "flip_crop"
+# With `rows_only` (the split already on the device, `train/device_data.py`) a batch carries
+# its records' row numbers instead of pixels: the step gathers them from the device copy.
+ROWS = "rows"
 
 
 def decode_image(data: bytes, size: int) -> np.ndarray:
@@ -346,7 +349,7 @@ class LoadBatch:
 
     def __init__(self, source: Any, *, image_size: int, train: bool, augment: Mapping | None,
                  with_metadata: bool, seed: int, batch_size: int, shard_index: int,
-                 shard_count: int, augment_on: str = "host"):
+                 shard_count: int, augment_on: str = "host", rows_only: bool = False):
         self.source = source
         self.image_size = int(image_size)
         self.train = bool(train)
@@ -356,7 +359,17 @@ class LoadBatch:
             or self.augment["pad_crop"] > 0 or self.augment["noise_std"] > 0)
         self.on_device = self.train and augments_on_device(self.augment, augment_on)
         self.with_metadata = with_metadata
-        self.keys = ["image", *LABEL_DTYPES] + (["file_name"] if with_metadata else [])
+        self.rows_only = bool(rows_only)
+        if self.rows_only and self.augmenting and not self.on_device:
+            raise ValueError(
+                "a split on the device (data.placement='device') is augmented inside the "
+                f"step, which does flip and pad-crop only: got {self.augment} with "
+                f"augment_on={augment_on!r}")
+        # Train rows on the device need nothing read here; eval rows still bring their
+        # labels (the host scores the predictions).
+        self.keys = ([] if self.rows_only else ["image"]) + (
+            [] if self.rows_only and self.train else list(LABEL_DTYPES)
+        ) + (["file_name"] if with_metadata else [])
         # A `data.decoded_cache.DecodedSource` serves decoded images; any other source, JPEGs.
         self.predecoded = getattr(source, "decoded_size", None)
         if self.predecoded is not None and self.predecoded != self.image_size:
@@ -366,13 +379,17 @@ class LoadBatch:
         self.batch_size, self.shard_index, self.shard_count = batch_size, shard_index, shard_count
 
     def __call__(self, batch_index: int, indices: np.ndarray) -> dict:
-        columns = read_columns(self.source, indices, self.keys)
-        images = columns["image"]
-        if self.predecoded is None:
-            images = decode_batch(images, self.image_size)
-        batch = {"image": images}
+        columns = read_columns(self.source, indices, self.keys) if self.keys else {}
+        if self.rows_only:
+            batch = {ROWS: np.asarray(indices, np.int32)}
+        else:
+            images = columns["image"]
+            if self.predecoded is None:
+                images = decode_batch(images, self.image_size)
+            batch = {"image": images}
         for key, dtype in LABEL_DTYPES.items():
-            batch[key] = np.asarray(columns[key], dtype)
+            if key in columns:
+                batch[key] = np.asarray(columns[key], dtype)
         if self.with_metadata:
             batch["file_name"] = np.asarray([str(name) for name in columns["file_name"]])
         if self.augmenting:
@@ -407,6 +424,7 @@ def make_dataset(
     read_threads: int = 2,
     worker_buffer_size: int = 2,
     augment_on: str = "host",
+    rows_only: bool = False,
 ) -> grain.IterDataset:
     """Builds the grain pipeline over a random-access ``source`` of record dicts.
 
@@ -429,6 +447,9 @@ def make_dataset(
       worker_buffer_size: batches each worker prepares ahead.
       augment_on: where flip and pad-crop run (``AUGMENT_ON``); on the device, train
         batches carry ``FLIP_CROP`` [B, 3] int32 and the images come unaugmented.
+      rows_only: batches carry ``ROWS`` (int32 record indices) instead of images (and, in
+        training, instead of labels too): the split is on the device already. The index
+        stream, augmentation draws and iterator state are those of the full pipeline.
 
     Returns:
       A ``grain.IterDataset``; ``iter(ds)`` yields dicts {image uint8 [B,H,W,3], age
@@ -447,7 +468,8 @@ def make_dataset(
         raise ValueError("empty data source")
     load = LoadBatch(source, image_size=image_size, train=train, augment=augment,
                      with_metadata=with_metadata, seed=seed, batch_size=batch_size,
-                     shard_index=shard_index, shard_count=shard_count, augment_on=augment_on)
+                     shard_index=shard_index, shard_count=shard_count, augment_on=augment_on,
+                     rows_only=rows_only)
     if train:
         ds = ShuffledIndexBatches(len(source), batch_size, seed, num_epochs, shard_index,
                                   shard_count, drop_remainder)

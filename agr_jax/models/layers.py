@@ -54,6 +54,15 @@ def scaled(channels: int, width: float) -> int:
     return max(1, int(channels * width))
 
 
+def round_channels(channels: int, multiple: int) -> int:
+    """`channels` rounded up to a multiple of `multiple` (1: unchanged): tensor cores and
+    TPU matrix units work on whole tiles of channels, so a width that is not a multiple of
+    the tile leaves part of every tile idle (`model.channel_multiple`)."""
+    if multiple < 1:
+        raise ValueError(f"model.channel_multiple: expected >= 1, got {multiple}")
+    return -(-int(channels) // multiple) * multiple
+
+
 class SeparableConv(nn.Module):
     """Depthwise k x k then pointwise 1x1 conv: Keras `SeparableConv2D` (no bias) as two convs."""
 
@@ -93,9 +102,27 @@ class Backbone(nn.Module):
     param_dtype: Dtype = jnp.float32
     bn_axis_name: str | None = None
     conv_impl: str = "auto"
+    # Every convolution's output channels rounded up to a multiple of this (1: as written).
+    channel_multiple: int = 1
+
+    def channels(self, count: int) -> int:
+        """`count` as the convolutions will round it (for blocks that compare widths)."""
+        return round_channels(count, int(self.channel_multiple))
 
     def conv_layer(self, **defaults: Any):
-        return conv_factory(self.dtype, self.param_dtype, self.conv_impl, **defaults)
+        make = conv_factory(self.dtype, self.param_dtype, self.conv_impl, **defaults)
+        multiple = int(self.channel_multiple)
+        if multiple == 1:
+            return make
+
+        def rounded(*args: Any, **kwargs: Any):
+            if "features" in kwargs:
+                kwargs["features"] = round_channels(kwargs["features"], multiple)
+            else:
+                args = (round_channels(args[0], multiple), *args[1:])
+            return make(*args, **kwargs)
+
+        return rounded
 
     def norm_layer(self, train: bool, **kwargs: Any):
         return norm_factory(train, self.dtype, self.param_dtype, self.bn_axis_name, **kwargs)

@@ -61,6 +61,7 @@ class MobileNetTransformer(Backbone):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
             bn_axis_name=self.bn_axis_name,
+            channel_multiple=self.channel_multiple,
             name="mobilenet",
         )(x, train)
         b, h, w, _ = fmap.shape

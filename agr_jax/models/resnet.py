@@ -93,8 +93,8 @@ class ResNet(Backbone):
             x = max_pool(x, (3, 3), strides=(2, 2), padding=[(1, 1)] * 2)
         for i, num_blocks in enumerate(self.stage_sizes):
             for j in range(num_blocks):
-                x = block_cls(
-                    scaled(64 * 2**i, self.width),
+                x = block_cls(  # rounded here too: the shortcut compares widths
+                    self.channels(scaled(64 * 2**i, self.width)),
                     strides=2 if i > 0 and j == 0 else 1,
                     conv=conv,
                     norm=norm,

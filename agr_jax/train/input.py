@@ -66,8 +66,10 @@ def resolve_tfds_dir(config: ml_collections.ConfigDict, workdir: str | Path) -> 
 
 
 def make_train_iterator(
-    config: ml_collections.ConfigDict, source: Any, local_batch_size: int
+    config: ml_collections.ConfigDict, source: Any, local_batch_size: int,
+    rows_only: bool = False,
 ) -> Any:
+    """`rows_only`: batches of row numbers and augmentation draws (the split on device)."""
     ds = pipeline.make_dataset(
         source,
         image_size=int(config.data.image_size),
@@ -79,6 +81,7 @@ def make_train_iterator(
         shard_index=jax.process_index(),
         shard_count=jax.process_count(),
         worker_count=int(config.data.worker_count),
+        rows_only=rows_only,
     )
     return iter(ds)
 
@@ -102,9 +105,11 @@ def seek(iterator: Any, batches: int) -> None:
 
 
 def make_eval_batches(
-    config: ml_collections.ConfigDict, source: Any, with_metadata: bool = False
+    config: ml_collections.ConfigDict, source: Any, with_metadata: bool = False,
+    rows_only: bool = False,
 ) -> Any:
-    """One pass over `source` in eval batches (no augmentation, partial last batch kept)."""
+    """One pass over `source` in eval batches (no augmentation, partial last batch kept);
+    `rows_only`: row numbers and labels instead of images (the split on device)."""
     return pipeline.make_dataset(
         source,
         image_size=int(config.data.image_size),
@@ -115,6 +120,7 @@ def make_eval_batches(
         num_epochs=1,
         drop_remainder=False,
         worker_count=int(config.data.worker_count),
+        rows_only=rows_only,
         **({"with_metadata": True} if with_metadata else {}),
     )
 

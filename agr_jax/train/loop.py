@@ -7,6 +7,7 @@ the host never blocks the device between steps.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -18,7 +19,8 @@ from tqdm import tqdm
 
 from agr_jax import configuration, evaluation, metrics, models, tasks
 from agr_jax.data import tfds_builders
-from agr_jax.train import faults, init_weights, parallel, phases
+from agr_jax.train import calls as calls_lib
+from agr_jax.train import device_data, faults, init_weights, multi_step, parallel, phases
 from agr_jax.train import input as input_lib
 from agr_jax.train import workdir as workdir_lib
 from agr_jax.train.checkpoint import Checkpoints
@@ -77,11 +79,12 @@ def validate_split(
     state: TrainState,
     source: Any,
     dp: parallel.DataParallel,
+    rows_only: bool = False,
 ) -> dict[str, float]:
     result = evaluation.predict(
         eval_step,
         state,
-        input_lib.make_eval_batches(config, source),
+        input_lib.make_eval_batches(config, source, rows_only=rows_only),
         dp.padded_size(config.eval_batch_size),
         put=dp.put_global_batch,
     )
@@ -122,9 +125,19 @@ def train_and_evaluate(
     state = dp.replicate(init_weights.initialise(state, config.init))  # a resume overrides it
     log.info("model %s: %s parameters", config.model.name, f"{count_params(state.params):,}")
 
+    placement = device_data.choose_placement(config, [train_source, val_source], dp.mode)
+    ckpt_every = int(config.get("checkpoint_every_steps", 0)) or steps_per_epoch
+    k = calls_lib.steps_per_call(config)
+    call_size = functools.partial(multi_step.call_size, steps_per_call=k,
+                                  boundaries=(steps_per_epoch, ckpt_every),
+                                  total_steps=total_steps)
+    batches = input_lib.make_train_iterator(config, train_source, local_batch,
+                                            rows_only=placement.on_device)
+    if k > 1:
+        batches = multi_step.StackedBatches(batches, call_size)
     train_iter = DevicePrefetcher(
-        input_lib.make_train_iterator(config, train_source, local_batch),
-        put=dp.put_batch,
+        batches,
+        put=functools.partial(dp.put_batch, stacked=k > 1),
         size=int(config.get("prefetch", 2)),
     )
     ckpt = Checkpoints(workdir)
@@ -144,20 +157,24 @@ def train_and_evaluate(
                 config.batch_size,
             )
             input_lib.seek(train_iter, meta["step"])
+        if k > 1:
+            batches.seek_step(meta["step"])
 
     skip_nonfinite = bool(config.get("skip_nonfinite", False))
     guard = NonFiniteGuard(skip_nonfinite, meta.get("skipped_nonfinite", 0), ckpt.latest_step())
 
-    # Compiled steps: one per-device body, wrapped for config.parallel.
-    train_step = dp.train_step(
+    # Compiled calls: one per-device body, wrapped for config.parallel, data.placement and
+    # steps_per_call (train/calls.py).
+    compiled = calls_lib.build(
+        config, dp,
         make_train_step(model, tx, spec, axis_name=dp.axis_name, skip_nonfinite=skip_nonfinite,
-                        ema_decay=ema_decay, phases=phase_list)
+                        ema_decay=ema_decay, phases=phase_list),
+        make_eval_step(model, spec), placement, train_source, val_source,
     )
-    eval_step = dp.eval_step(make_eval_step(model, spec))
+    train_step, eval_step = compiled.train, compiled.evaluate
 
     writer = MetricWriter(workdir, enabled=is_main)
     step = int(jax.device_get(state.step))
-    ckpt_every = int(config.get("checkpoint_every_steps", 0)) or steps_per_epoch
     val_metrics: dict[str, float] = {}
     pending = None
     bar = tqdm(total=total_steps, initial=step, disable=not is_main, unit="step", mininterval=2.0)
@@ -166,7 +183,7 @@ def train_and_evaluate(
         while step < total_steps:
             batch = next(train_iter)
             state, step_metrics = train_step(state, batch)
-            step += 1
+            step += call_size(step) if k > 1 else 1
             faults.maybe_kill("step", step)
             if pending is not None:  # metrics one step late: never wait on the step just sent
                 guard.check(*pending)
@@ -179,7 +196,8 @@ def train_and_evaluate(
             if end_of_epoch:
                 logger(*pending, force=True)
                 pending = None
-                val_metrics = validate_split(config, eval_step, state, val_source, dp)
+                val_metrics = validate_split(config, eval_step, state, val_source, dp,
+                                             rows_only=placement.on_device)
                 writer.write(step, val_metrics, prefix="val/")
                 writer.write(
                     step,
@@ -221,7 +239,9 @@ class _TrainLogger:
 
     def __call__(self, step: int, step_metrics: dict, force: bool = False) -> None:
         self.bar.update(step - self.bar.n)
-        if (step % self.every and not force) or step == self.last_step:
+        # A multiple of `every` passed since the last log (steps_per_call > 1 jumps over it).
+        if (step // self.every == self.last_step // self.every and not force) or \
+                step == self.last_step:
             return
         scalars = _host_scalars(step_metrics)
         now = time.perf_counter()

@@ -39,6 +39,8 @@ EXECUTION_KEYS = frozenset(
         "eval_shift_tta",
         "eval_checkpoint",
         "model.conv_impl",  # same parameters either way
+        "data.placement",  # same batches either way (train/device_data.py)
+        "steps_per_call",  # same steps, fewer dispatches (train/multi_step.py)
     }
 )
 
