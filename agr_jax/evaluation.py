@@ -194,6 +194,8 @@ def evaluate_workdir(
     figures: bool = True,
     flip_tta: bool | None = None,
     shift_tta: int | None = None,
+    calibrate: bool = True,
+    report_name: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a training run's checkpoint on a split (or a UTKFace-format folder).
 
@@ -204,6 +206,11 @@ def evaluate_workdir(
     `kfold` scores the split like `split` and records which fold the build holds out.
     `which`: "best" or "latest"; None takes the run's `config.eval_checkpoint`; likewise
     `flip_tta` and `shift_tta` (None: `config.eval_flip_tta`, `config.eval_shift_tta`).
+    `calibrate`: also predict the validation split with the same views, fit the gender/race
+    temperatures and the age interval there (`inference/calibrate.py`) and report ECE
+    before/after and interval coverage per true-age decade on the evaluated faces.
+    `report_name` replaces the file stem (the release writes `test_release`, so the run's
+    own report is kept).
     """
     # Imported here so `evaluation` stays importable by the training loop without a cycle.
     from agr_jax import configuration
@@ -253,13 +260,23 @@ def evaluate_workdir(
     configuration.check_eval_shift_tta(shift, size)
     if flip or shift:
         eval_step = tta(eval_step, tta_views(flip, shift))
+    eval_step = jax.jit(eval_step)
     result = predict(
-        jax.jit(eval_step),
+        eval_step,
         state,
         input_lib.make_eval_batches(config, source, with_metadata=True),
         int(config.eval_batch_size),
     )
     result["index"] = np.arange(len(result["age"]))
+    calibration = None
+    if calibrate:
+        from agr_jax.inference import calibrate as calibrate_lib
+
+        val = result if data_dir is None and split == "validation" else predict(
+            eval_step, state,
+            input_lib.make_eval_batches(config, input_lib.load_split(tfds_dir, "validation")),
+            int(config.eval_batch_size))
+        calibration = calibrate_lib.fit(val)
     if protocol == "coral":
         lo, hi = metrics.CORAL_AGE_RANGE
         result = metrics.subset(result, (result["age"] >= lo) & (result["age"] <= hi))
@@ -269,6 +286,11 @@ def evaluate_workdir(
     edges = tuple(config.get("eval_age_bin_edges") or info.get("age_bin_edges")
                   or metrics.DEFAULT_AGE_BIN_EDGES)
     report: dict[str, Any] = metrics.full_report(result, genders, races, edges)
+    if calibration is not None:
+        from agr_jax.inference import calibrate as calibrate_lib
+
+        report["calibration"] = calibration
+        report["calibration_report"] = calibrate_lib.assess(result, calibration)
     report["baseline_age_mae"] = metrics.mean_baseline_mae(
         train_ages(input_lib.load_split(tfds_dir, "train")), result["age"]
     )
@@ -293,6 +315,7 @@ def evaluate_workdir(
     )
     if info.get("age_note"):
         report["age_note"] = info["age_note"]
+    name = report_name or name
     out_dir = workdir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     figs = (_figures(result, report, source, out_dir / name, genders, races, out_dir)

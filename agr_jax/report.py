@@ -23,7 +23,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
     return lines
@@ -32,24 +32,24 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
 def _class_section(title: str, section: Mapping[str, Any]) -> list[str]:
     lines = [f"### {title}", "",
              f"accuracy {_fmt(section['accuracy'])}, macro-F1 {_fmt(section['macro_f1'])}", ""]
-    lines += _table(
+    lines += table(
         ("class", "precision", "recall", "F1", "support"),
         [(name, s["precision"], s["recall"], s["f1"], s["support"])
          for name, s in section["per_class"].items()],
     )
     names = section["names"]
     lines += ["", "Confusion (rows true, columns predicted):", ""]
-    lines += _table(("true \\ pred", *names),
+    lines += table(("true \\ pred", *names),
                     [(n, *row) for n, row in zip(names, section["confusion"], strict=True)])
     return lines + [""]
 
 
-def _group_section(title: str, groups: Mapping[str, Mapping[str, float]],
+def group_section(title: str, groups: Mapping[str, Mapping[str, float]],
                    gaps: Mapping[str, float]) -> list[str]:
     lines = [f"### {title}", ""]
     rows = [(name, *(g[c] for c in GROUP_COLS)) for name, g in groups.items()]
     rows.append(("**max-min gap**", "", *(gaps.get(c, float("nan")) for c in GROUP_COLS[1:])))
-    return lines + _table(("group", *GROUP_COLS), rows) + [""]
+    return lines + table(("group", *GROUP_COLS), rows) + [""]
 
 
 def markdown(report: Mapping[str, Any], figures: Mapping[str, str], title: str) -> str:
@@ -66,22 +66,23 @@ def markdown(report: Mapping[str, Any], figures: Mapping[str, str], title: str) 
     if report.get("age_note"):
         lines.append(f"- note: {report['age_note']}")
     lines += ["", "## Headline", ""]
-    lines += _table(("metric", "value"), [(label, report[k]) for k, label in HEADLINE])
+    lines += table(("metric", "value"), [(label, report[k]) for k, label in HEADLINE])
     coral = report["coral"]
     lo, hi = coral["age_range"]
     lines += ["", f"CORAL protocol (true ages {lo}-{hi}, {coral['n']:,} faces): "
               f"age MAE {_fmt(coral['age_mae'])}, CS@5 {_fmt(coral['age_cs5'])}, "
               f"gender {_fmt(coral['gender_acc'])}, race {_fmt(coral['race_acc'])}.", ""]
     lines += ["## Fairness: every metric per group", ""]
-    lines += _group_section("By race", report["by_race"], report["gaps"]["race"])
-    lines += _group_section("By gender", report["by_gender"], report["gaps"]["gender"])
+    lines += group_section("By race", report["by_race"], report["gaps"]["race"])
+    lines += group_section("By gender", report["by_gender"], report["gaps"]["gender"])
     lines += ["## Age", "", "MAE per true-age decade:", ""]
-    lines += _table(("decade", "faces", "MAE"),
+    lines += table(("decade", "faces", "MAE"),
                     [(d, v["n"], v["age_mae"]) for d, v in report["mae_by_decade"].items()])
     lines += [""] + _class_section("Age bins", report["age_bins"])
     lines += ["## Classification", ""]
     lines += _class_section("Gender", report["gender"])
     lines += _class_section("Race", report["race"])
+    lines += calibration_section(report.get("calibration_report"))
     if figures:
         lines += ["## Figures", ""]
         for caption, rel in figures.items():
@@ -92,3 +93,20 @@ def markdown(report: Mapping[str, Any], figures: Mapping[str, str], title: str) 
         lines += [f"- `{s['file_name']}`: {s['reason']}" for s in skipped]
         lines.append("")
     return "\n".join(lines)
+
+
+def calibration_section(cal: Mapping[str, Any] | None) -> list[str]:
+    """ECE before/after the temperatures, and the age interval's coverage per true decade."""
+    if not cal:
+        return []
+    lines = ["## Calibration (fitted on the validation split)", ""]
+    lines += table(("task", "temperature", "ECE before", "ECE after"),
+                   [(t, e["temperature"], e["before"], e["after"])
+                    for t, e in cal["ece"].items()])
+    age = cal["age_interval"]
+    lines += ["", f"Age {age['level']:.0%} interval: coverage {_fmt(age['coverage'])}, "
+              f"mean width {_fmt(age['mean_width'])} years.", ""]
+    lines += table(("true-age decade", "faces", "coverage", "mean width (years)"),
+                   [(d, v["n"], v["coverage"], v["mean_width"])
+                    for d, v in age["by_decade"].items()])
+    return lines + [""]

@@ -1,0 +1,228 @@
+"""`Predictor`: images in, one flat record per face out.
+
+All faces of all images of a call go through the model together, in chunks padded to a
+fixed bucket size, so the jitted forward compiles once per bucket and never per image.
+Calibration (temperatures, age interval) is applied on the host from the bundle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agr_jax import evaluation, tasks
+from agr_jax.inference import calibrate, images
+from agr_jax.inference.bundle import Bundle
+from agr_jax.inference.faces import Detector, Face
+
+BUCKETS = (1, 8, 32, 128)  # batch sizes the forward is compiled for; larger calls chunk
+DETECTORS = ("mtcnn", "haar", "none")
+VIEWS = (1, 2)  # 1: the face; 2: the face and its mirror, averaged
+RECORD_FIELDS = ("path", "face", "box", "score", "landmarks", "age", "age_interval", "gender",
+                 "gender_prob", "race", "race_prob", "abstained", "reason", "note")
+
+
+def bucket_for(n: int, buckets: Sequence[int] = BUCKETS) -> int:
+    return next((b for b in buckets if b >= n), buckets[-1])
+
+
+def empty_record(path: str, **fields: Any) -> dict[str, Any]:
+    return {**dict.fromkeys(RECORD_FIELDS), "path": path, "abstained": False,
+            "reason": None, "note": None, **fields}
+
+
+class Predictor:
+    """Calibrated age, gender and race for every face of the images it is given."""
+
+    def __init__(self, bundle: Bundle, *, views: int = 1, min_score: float = 0.0,
+                 min_face: int = 0, detector: Detector | None = None,
+                 buckets: Sequence[int] = BUCKETS):
+        if views not in VIEWS:
+            raise ValueError(f"views: expected one of {VIEWS}, got {views!r}")
+        self.bundle, self.views = bundle, views
+        self.min_score, self.min_face = float(min_score), int(min_face)
+        self.buckets = tuple(sorted(buckets))
+        self.traces = 0  # how often the forward was traced (one per bucket size used)
+        self._detectors: dict[str, Detector] = {}
+        if detector is not None:
+            self._detectors[detector.name] = detector
+        self._variables = jax.device_put(bundle.variables)
+        self._forward = jax.jit(self._make_forward())
+
+    @classmethod
+    def from_workdir(cls, workdir: str | Path, which: str | None = None,
+                     **kwargs: Any) -> Predictor:
+        from agr_jax.inference.load import load_workdir
+
+        return cls(load_workdir(workdir, which), **kwargs)
+
+    @classmethod
+    def from_release(cls, folder: str | Path, **kwargs: Any) -> Predictor:
+        from agr_jax.inference.release import read_release
+
+        return cls(read_release(folder), **kwargs)
+
+    @classmethod
+    def default(cls, **kwargs: Any) -> Predictor:
+        """The model released with the package (`agr_jax/released`)."""
+        from agr_jax.inference.release import released_dir
+
+        return cls.from_release(released_dir(), **kwargs)
+
+    # --- the model --------------------------------------------------------------------
+    def _make_forward(self):
+        model, spec = self.bundle.build_model(), self.bundle.task_spec
+
+        def step(variables, batch):
+            outputs, _ = model.apply(variables, batch["image"], train=False)
+            preds = tasks.predictions(outputs, spec)
+            return {"age_pred": preds["age"], "gender_prob": preds["gender_prob"],
+                    "race_prob": preds["race_prob"], "gender_pred": preds["gender"],
+                    "race_pred": preds["race"]}
+
+        if self.views == 2:
+            step = evaluation.tta(step, evaluation.tta_views(flip=True))
+
+        def forward(variables, crops):
+            self.traces += 1  # a Python side effect: runs when jax traces, not per call
+            return step(variables, {"image": crops})
+
+        return forward
+
+    def predict_crops(self, crops: np.ndarray) -> dict[str, np.ndarray]:
+        """[N, S, S, 3] uint8 aligned crops -> calibrated age, interval and probabilities."""
+        n = len(crops)
+        parts = []
+        for start in range(0, n, self.buckets[-1]):
+            chunk = crops[start:start + self.buckets[-1]]
+            size = bucket_for(len(chunk), self.buckets)
+            if len(chunk) < size:
+                chunk = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]),
+                                                        np.uint8)])
+            parts.append((self._forward(self._variables, jnp.asarray(chunk)), min(size, n - start)))
+        fetched = jax.device_get(parts)
+        out = {k: np.concatenate([p[k][:m] for p, m in fetched]) if n else np.zeros((0,))
+               for k in ("age_pred", "gender_prob", "race_prob")}
+        return self.calibrated(out)
+
+    def calibrated(self, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cal = self.bundle.calibration
+        age = np.asarray(out["age_pred"], np.float64)
+        if not cal or not len(age):
+            return {"age": age, "age_interval": np.full((len(age), 2), np.nan),
+                    "gender_prob": out["gender_prob"], "race_prob": out["race_prob"]}
+        return {
+            "age": age,
+            "age_interval": calibrate.age_interval(age, cal["age_interval"],
+                                                   self.bundle.task_spec.max_age),
+            "gender_prob": calibrate.scaled_probs(out["gender_prob"], cal["gender_temperature"]),
+            "race_prob": calibrate.scaled_probs(out["race_prob"], cal["race_temperature"]),
+        }
+
+    # --- images -> records ------------------------------------------------------------
+    def detector(self, name: str) -> Detector:
+        if name not in self._detectors:
+            from agr_jax.inference import detect  # the detector module is optional here
+
+            self._detectors[name] = detect.build_detector(name)
+        return self._detectors[name]
+
+    def __call__(self, inputs: Any, detect: str = "mtcnn") -> list[dict[str, Any]]:
+        """One record per face (or per failed input / face-less photo), in input order.
+
+        `inputs`: a path, bytes, a PIL image, a numpy (H, W, 3) uint8 array, or a list of
+        them. `detect="none"`: each input is an aligned crop (UTKFace-style)."""
+        if detect not in DETECTORS:
+            raise ValueError(f"detect: expected one of {DETECTORS}, got {detect!r}")
+        items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        loaded: list[images.Loaded | str] = []
+        size = self.bundle.image_size
+        for i, item in enumerate(items):
+            try:
+                loaded.append(images.crop(item, size, i) if detect == "none"
+                              else images.load(item, i))
+            except images.BadInput as e:
+                loaded.append(f"{images.name_of(item, i)}\0{e}")
+        return self.predict_loaded(loaded, detect)
+
+    def predict_loaded(self, loaded: Sequence[images.Loaded | str],
+                       detect: str) -> list[dict[str, Any]]:
+        """Records for already-loaded images; a str entry is "name\\0error reason"."""
+        ok = [x for x in loaded if isinstance(x, images.Loaded)]
+        if detect == "none":
+            found = [[Face(np.array([0, 0, *(x.source_size or x.image.shape[1::-1])],
+                                    np.float32), 1.0, None)] for x in ok]
+        else:
+            found = self.detector(detect).detect([x.image for x in ok]) if ok else []
+        plan, crops = [], []  # per image: list of (face, crop index or abstain reason)
+        for x, faces in zip(ok, found, strict=True):
+            rows = []
+            for face in faces:
+                reason = self.quality_problem(face)
+                if reason is None:
+                    crops.append(x.image if detect == "none"
+                                 else face_crop(x.image, face, self.bundle.image_size))
+                    rows.append((face, len(crops) - 1))
+                else:
+                    rows.append((face, reason))
+            plan.append(rows)
+        size = self.bundle.image_size
+        preds = self.predict_crops(np.stack(crops) if crops
+                                   else np.zeros((0, size, size, 3), np.uint8))
+        records, it = [], iter(zip(ok, plan, strict=True))
+        for entry in loaded:
+            if isinstance(entry, str):
+                name, reason = entry.split("\0", 1)
+                records.append(empty_record(name, reason=f"error: {reason}"))
+                continue
+            x, rows = next(it)
+            if not rows:
+                records.append(empty_record(x.name, reason="no face found", note=x.note or None))
+            for k, (face, where) in enumerate(rows):
+                records.append(self.record(x, k, face, where, preds))
+        return records
+
+    def quality_problem(self, face: Face) -> str | None:
+        if face.score < self.min_score:
+            return f"detection score {face.score:.2f} below min_score {self.min_score:.2f}"
+        side = float(min(face.box[2] - face.box[0], face.box[3] - face.box[1]))
+        if side < self.min_face:
+            return f"face {side:.0f} px, below min_face {self.min_face} px"
+        return None
+
+    def record(self, x: images.Loaded, k: int, face: Face, where: int | str,
+               preds: dict[str, np.ndarray]) -> dict[str, Any]:
+        rec = empty_record(
+            x.name, face=k, box=[round(float(v), 1) for v in face.box],
+            score=round(float(face.score), 4), note=x.note or None,
+            landmarks=None if face.landmarks is None
+            else np.round(np.asarray(face.landmarks, np.float64), 1).tolist())
+        if isinstance(where, str):
+            return {**rec, "abstained": True, "reason": where}
+        b = self.bundle
+        gp, rp = preds["gender_prob"][where], preds["race_prob"][where]
+        lo, hi = preds["age_interval"][where]
+        return {**rec, "age": round(float(preds["age"][where]), 1),
+                "age_interval": None if np.isnan(lo) else [round(float(lo), 1),
+                                                           round(float(hi), 1)],
+                "gender": b.gender_names[int(np.argmax(gp))],
+                "gender_prob": {n: round(float(p), 4) for n, p in zip(b.gender_names, gp,
+                                                                       strict=True)},
+                "race": b.race_names[int(np.argmax(rp))],
+                "race_prob": {n: round(float(p), 4) for n, p in zip(b.race_names, rp,
+                                                                     strict=True)}}
+
+
+def face_crop(image: np.ndarray, face: Face, size: int) -> np.ndarray:
+    """The face framed as the training crops are: aligned from landmarks when the detector
+    gives them, else the box."""
+    from agr_jax.inference import align  # provided beside the detector
+
+    if face.landmarks is not None:
+        return align.align_face(image, np.asarray(face.landmarks), size)
+    return align.crop_box(image, np.asarray(face.box), size)

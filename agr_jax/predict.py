@@ -1,0 +1,46 @@
+"""Predict age, gender and race: `python -m agr_jax.predict [--workdir W] [--detector
+mtcnn|haar|none] [--out F.jsonl|F.csv] [--annotate DIR] [--every N] [--camera 0] PATH...`.
+
+PATHs are image files, folders (recursive), globs and video files. Without --workdir the
+released model (`agr_jax/released`) is used. Exit status 1 when any input failed.
+"""
+
+import sys
+
+from absl import app, flags, logging
+
+from agr_jax.cli import setup_logging
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training run (default: the released model).")
+_CHECKPOINT = flags.DEFINE_enum("checkpoint", None, ["best", "latest"],
+                                "With --workdir; default: the run's config.eval_checkpoint.")
+_DETECTOR = flags.DEFINE_enum("detector", "mtcnn", ["mtcnn", "haar", "none"],
+                              "Face detector; none: every input is an aligned face crop.")
+_OUT = flags.DEFINE_string("out", None, "Write records here (.jsonl or .csv); default stdout.")
+_ANNOTATE = flags.DEFINE_string("annotate", None, "Write annotated copies into this folder.")
+_EVERY = flags.DEFINE_integer("every", 1, "Video: predict every N-th frame.")
+_CAMERA = flags.DEFINE_string("camera", None, "Webcam index (or a video path/URL).")
+_VIEWS = flags.DEFINE_enum("views", "1", ["1", "2"], "Test-time views (2: with the mirror).")
+_MIN_SCORE = flags.DEFINE_float("min_score", 0.0,
+                                "Abstain on faces detected with a lower score.")
+_MIN_FACE = flags.DEFINE_integer("min_face", 0, "Abstain on faces smaller than this (px).")
+
+
+def main(argv):
+    setup_logging(logging.WARNING)
+    paths = argv[1:]
+    if not paths and _CAMERA.value is None:
+        raise app.UsageError("give image/video paths, folders or globs, or --camera N")
+    from agr_jax.inference.predictor import Predictor
+    from agr_jax.inference.run import run
+
+    options = dict(views=int(_VIEWS.value), min_score=_MIN_SCORE.value,
+                   min_face=_MIN_FACE.value)
+    predictor = (Predictor.from_workdir(_WORKDIR.value, _CHECKPOINT.value, **options)
+                 if _WORKDIR.value else Predictor.default(**options))
+    sys.exit(run(predictor, paths, detect=_DETECTOR.value, out=_OUT.value,
+                 annotate_dir=_ANNOTATE.value, every=_EVERY.value, camera=_CAMERA.value))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,99 @@
+"""Test doubles for inference: a tiny randomly initialised bundle, a scripted detector that
+keeps the `faces.Detector` contract, and a box-crop `align` module standing in for the
+real one (built on another branch)."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+
+from agr_jax.inference.faces import Face
+
+SIZE = 16
+
+
+def tiny_bundle(calibration: dict | None = None, seed: int = 0):
+    import jax
+    import jax.numpy as jnp
+    from conftest import make_tiny_config
+
+    from agr_jax import tasks
+    from agr_jax.inference.bundle import Bundle
+
+    config = make_tiny_config()
+    spec = tasks.TaskSpec()
+    bundle = Bundle(model=config.model.to_dict(), task_spec=spec, image_size=SIZE,
+                    gender_names=("male", "female"),
+                    race_names=("White", "Black", "Asian", "Indian", "Others"),
+                    variables={}, calibration=calibration)
+    variables = bundle.build_model().init(jax.random.key(seed), jnp.zeros((1, SIZE, SIZE, 3)),
+                                          train=False)
+    bundle.variables = jax.device_get({"params": variables["params"],
+                                       "batch_stats": variables.get("batch_stats", {})})
+    return bundle
+
+
+CALIBRATION = {"gender_temperature": 2.0, "race_temperature": 0.5,
+               "age_interval": {"level": 0.9, "edges": [30.0], "low": [-3.0, -10.0],
+                                "high": [4.0, 12.0]}}
+
+
+class ScriptedDetector:
+    """Returns, for an image whose top-left pixel has red value k, the k-th entry of
+    `script` (a list of Face lists): tests choose the faces per image by colour."""
+
+    name = "mtcnn"
+
+    def __init__(self, script: list[list[Face]]):
+        self.script, self.calls = script, 0
+
+    def detect(self, images):
+        self.calls += 1
+        return [list(self.script[int(img[0, 0, 0]) % len(self.script)]) for img in images]
+
+
+def face(x0, y0, x1, y1, score=0.99, landmarks=True) -> Face:
+    box = np.array([x0, y0, x1, y1], np.float32)
+    marks = None
+    if landmarks:
+        cx, cy, w = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0
+        marks = np.array([[cx - w / 5, cy - w / 8], [cx + w / 5, cy - w / 8], [cx, cy],
+                          [cx - w / 6, cy + w / 5], [cx + w / 6, cy + w / 5]], np.float32)
+    return Face(box, score, marks)
+
+
+def install_fake_align(monkeypatch) -> dict:
+    """Puts a box-crop `agr_jax.inference.align` in place; returns its call counts."""
+    from PIL import Image
+
+    calls = {"align_face": 0, "crop_box": 0}
+
+    def crop_box(image, box, size):
+        calls["crop_box"] += 1
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        return np.asarray(Image.fromarray(image[max(y0, 0):y1, max(x0, 0):x1]).resize(
+            (size, size), Image.Resampling.BILINEAR))
+
+    def align_face(image, landmarks, size):
+        calls["align_face"] += 1
+        centre = landmarks.mean(0)
+        half = max(np.ptp(landmarks[:, 0]), 4.0) * 1.2
+        return crop_box(image, [centre[0] - half, centre[1] - half, centre[0] + half,
+                                centre[1] + half], size)
+
+    module = types.ModuleType("agr_jax.inference.align")
+    module.crop_box, module.align_face = crop_box, align_face
+    monkeypatch.setitem(sys.modules, "agr_jax.inference.align", module)
+    import agr_jax.inference
+
+    monkeypatch.setattr(agr_jax.inference, "align", module, raising=False)
+    return calls
+
+
+def photo(red: int, h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:
+    """A noisy RGB photo whose top-left pixel's red value picks its detector script."""
+    img = np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    img[0, 0, 0] = red
+    return img
