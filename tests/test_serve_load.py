@@ -1,0 +1,60 @@
+"""benchmarks/serve_load.py against a real uvicorn server on loopback (tiny model): every
+request answered, none lost; non-loopback targets refused."""
+
+import asyncio
+import socket
+import threading
+import time
+
+import pytest
+import uvicorn
+from inference_fakes import CALIBRATION, tiny_bundle
+
+from agr_jax.inference.predictor import Predictor
+from agr_jax.serve.app import Limits, create_app
+from benchmarks import serve_load
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    predictor = Predictor(tiny_bundle(CALIBRATION), buckets=(1, 8))
+    port = free_port()
+    config = uvicorn.Config(create_app(predictor, detect="none", limits=Limits(max_batch=8)),
+                            host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 300
+    while not server.started:
+        assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def test_load_answers_every_request(server_url):
+    image = serve_load.generated_image("none")
+    report = asyncio.run(serve_load.load(server_url, image, clients=8, requests=4,
+                                         max_seconds=120))
+    assert report["errors"] == {} and report["lost"] == 0, report
+    assert report["ok"] == report["planned"] == 32 and report["requests_s"] > 0
+    assert report["p50_ms"] <= report["p99_ms"]
+
+
+def test_main_reports_json_and_exit_status(server_url, tmp_path, capsys):
+    out = tmp_path / "load.json"
+    assert serve_load.main(["--url", server_url, "--clients", "2", "--requests", "2",
+                            "--detect", "none", "--json", str(out)]) == 0
+    assert '"lost": 0' in out.read_text()
+
+
+def test_only_loopback():
+    with pytest.raises(SystemExit, match="only sends to loopback"):
+        serve_load.check_loopback("http://example.com:8000")
