@@ -8,12 +8,14 @@ WORKDIR ?= runs/quickstart
 # mostly single-threaded, so two workers keep two cores busy; TEST_WORKERS=0 runs in-process.
 TEST_WORKERS ?= 2
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	# ONNX export: jax2onnx without its orbax-checkpoint<0.11.37 pin (see pyproject's `export`).
+	$(PY) -m pip install -q --no-deps 'jax2onnx==0.17.1'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -25,6 +27,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15 tests
+
+# The browser test of the page (tests/test_serve_browser.py) needs Chromium: Debian's package
+# as root, else say how (or point AGR_CHROMIUM at a Chrome/Chromium binary).
+browser: $(STAMP)
+	@command -v chromium >/dev/null || [ -n "$$AGR_CHROMIUM" ] || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq chromium; \
+	  else echo "Chromium missing: sudo apt-get install -y chromium, or AGR_CHROMIUM=/path/to/chrome"; \
+	    exit 1; fi; }
+	$(PY) -m pytest -q -n 0 tests/test_serve_browser.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

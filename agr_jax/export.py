@@ -12,7 +12,8 @@ import json
 import sys
 from collections.abc import Sequence
 
-from agr_jax.inference import export as export_lib
+# `agr_jax.inference.export.FORMATS`, here so that the parser needs no JAX (tests check).
+FORMATS = ("stablehlo", "onnx")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workdir", help="Training run (default: the released model).")
     parser.add_argument("--checkpoint", choices=["best", "latest"],
                         help="With --workdir; default: the run's config.eval_checkpoint.")
-    parser.add_argument("--format", required=True, choices=export_lib.FORMATS)
+    parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--out", required=True, help="File to write (and OUT.json beside it).")
     parser.add_argument("--views", type=int, choices=[1, 2], default=1,
                         help="2: average the face and its mirror inside the exported graph.")
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from agr_jax.inference import export as export_lib
     from agr_jax.inference.load import load_workdir
     from agr_jax.inference.release import read_release, released_dir
 

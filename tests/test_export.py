@@ -87,10 +87,11 @@ def test_onnx_has_a_symbolic_batch_and_uint8_input(bundle, exported):
     assert json.loads(meta["agr_jax"])["race_names"] == list(bundle.race_names)
 
 
-def test_uncalibrated_export_gives_nan_intervals(tmp_path):
+@pytest.mark.parametrize("fmt", export.FORMATS)
+def test_uncalibrated_export_gives_nan_intervals(fmt, tmp_path):
     plain = tiny_bundle(None, seed=1)
-    path = tmp_path / "plain.stablehlo"
-    export.export(plain, "stablehlo", path)
+    path = tmp_path / f"plain.{fmt}"
+    export.export(plain, fmt, path)
     got = export.load(path)(crops(3))
     assert np.isnan(got["age_interval"]).all()
     want = Predictor(plain, buckets=(8,)).predict_crops(crops(3))
@@ -105,6 +106,7 @@ def test_entry_point_exports_the_release_by_default(bundle, tmp_path, monkeypatc
     monkeypatch.setattr(release, "released_dir", lambda: folder)
     out = tmp_path / "cli.stablehlo"
     assert entry.main(["--format", "stablehlo", "--out", str(out)]) == 0
+    assert entry.FORMATS == export.FORMATS
     sidecar = json.loads(Path(f"{out}.json").read_text())
     assert sidecar["format"] == "stablehlo" and sidecar["input"]["shape"] == ["B", SIZE, SIZE, 3]
     got, want = export.load(out)(crops(2)), Predictor(bundle).predict_crops(crops(2))

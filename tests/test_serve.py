@@ -194,3 +194,13 @@ def test_healthz_metrics_and_page(client):
     page = client.get("/")
     assert page.status_code == 200 and "getUserMedia" in page.text
     assert "/v1/predict" in page.text and json.dumps("window.agr")[1:-1] in page.text
+
+
+def test_entry_point_parser_is_light_and_agrees_with_the_predictor():
+    from agr_jax.inference.predictor import DETECTORS
+    from agr_jax.serve import limits
+    from agr_jax.serve.__main__ import build_parser
+
+    assert limits.DETECTORS == DETECTORS
+    args = build_parser().parse_args([])
+    assert (args.host, args.port, args.detector) == ("127.0.0.1", 8000, "mtcnn")

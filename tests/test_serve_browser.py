@@ -8,15 +8,12 @@ Skipped, saying how to install them, when Playwright or Chromium is missing: `ma
 
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import uvicorn
 from inference_fakes import CALIBRATION, face, install_fake_align, tiny_bundle
+from live_server import live_server
 from PIL import Image
 
 from agr_jax.data import synthetic
@@ -100,21 +97,8 @@ def server_url():
     with pytest.MonkeyPatch.context() as mp:
         install_fake_align(mp)
         predictor = Predictor(tiny_bundle(CALIBRATION), buckets=(1, 8), detector=FixedBoxes())
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(create_app(predictor, detect="mtcnn"),
-                                               host="127.0.0.1", port=port,
-                                               log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.time() + 300
-        while not server.started:
-            assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-        server.should_exit = True
-        thread.join(timeout=30)
+        with live_server(create_app(predictor, detect="mtcnn")) as url:
+            yield url
 
 
 def green_pixels(page) -> int:

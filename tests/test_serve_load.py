@@ -2,41 +2,21 @@
 request answered, none lost; non-loopback targets refused."""
 
 import asyncio
-import socket
-import threading
-import time
 
 import pytest
-import uvicorn
 from inference_fakes import CALIBRATION, tiny_bundle
+from live_server import live_server
 
 from agr_jax.inference.predictor import Predictor
 from agr_jax.serve.app import Limits, create_app
 from benchmarks import serve_load
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server_url():
     predictor = Predictor(tiny_bundle(CALIBRATION), buckets=(1, 8))
-    port = free_port()
-    config = uvicorn.Config(create_app(predictor, detect="none", limits=Limits(max_batch=8)),
-                            host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 300
-    while not server.started:
-        assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with live_server(create_app(predictor, detect="none", limits=Limits(max_batch=8))) as url:
+        yield url
 
 
 def test_load_answers_every_request(server_url):

@@ -48,8 +48,8 @@ def scaled_probs(probs: jnp.ndarray, temperature: float) -> jnp.ndarray:
 def age_interval(age: jnp.ndarray, interval: dict[str, Any] | None,
                  max_age: float) -> jnp.ndarray:
     """`calibrate.age_interval` in JAX (group = how many edges lie at or below the age)."""
-    if interval is None:
-        return jnp.full((age.shape[0], 2), jnp.nan, jnp.float32)
+    if interval is None:  # NaN of the batch's shape (a symbolic batch: no jnp.full)
+        return jnp.stack([age, age], -1) * jnp.float32(jnp.nan)
     edges = jnp.asarray(interval["edges"], jnp.float32).reshape(1, -1)
     group = jnp.sum((age[:, None] >= edges).astype(jnp.int32), axis=1)
     lo = age + jnp.take(jnp.asarray(interval["low"], jnp.float32), group)
@@ -111,7 +111,11 @@ def load_stablehlo(path: str | Path) -> Callable[[np.ndarray], dict[str, np.ndar
 # --- ONNX ------------------------------------------------------------------------------
 def to_onnx(bundle: Bundle, views: int = 1) -> bytes:
     """The ONNX model (opset 23), input "image" and outputs named as OUTPUTS."""
-    from jax2onnx import to_onnx as jax_to_onnx
+    try:
+        from jax2onnx import to_onnx as jax_to_onnx
+    except ImportError as e:
+        raise ImportError("ONNX export needs jax2onnx: pip install 'agr_jax[export]' && pip "
+                          "install --no-deps jax2onnx==0.17.1 (docs/serving.md)") from e
 
     fn = inference_fn(bundle, views)
     proto = jax_to_onnx(lambda image: tuple(fn(image)[k] for k in OUTPUTS),

@@ -11,8 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from agr_jax.inference.predictor import DETECTORS
-from agr_jax.serve.app import Limits
+from agr_jax.serve.limits import DETECTORS, Limits
 
 
 def build_parser() -> argparse.ArgumentParser:

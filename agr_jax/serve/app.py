@@ -33,19 +33,12 @@ from starlette.routing import Route
 from agr_jax.inference import images
 from agr_jax.inference.predictor import DETECTORS, Predictor
 from agr_jax.serve.batcher import MicroBatcher
+from agr_jax.serve.limits import DEFAULT as DEFAULT_LIMITS
+from agr_jax.serve.limits import Limits
 from agr_jax.serve.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 PAGE = Path(__file__).resolve().parent / "static" / "index.html"
-
-
-@dataclasses.dataclass(frozen=True)
-class Limits:
-    max_bytes: int = 10 * 2**20  # request body
-    max_faces: int = 32  # face records per request
-    timeout_s: float = 10.0  # per request, decode to answer
-    max_batch: int = 32  # images per device call
-    max_wait_ms: float = 5.0  # how long an idle device waits for company
 
 
 class ApiError(Exception):
@@ -107,7 +100,7 @@ class Service:
     """The predictor behind one micro-batcher per detector, with limits and metrics."""
 
     def __init__(self, predictor: Predictor, detect: str = "mtcnn",
-                 limits: Limits = Limits(), warmup: bool = True):
+                 limits: Limits = DEFAULT_LIMITS, warmup: bool = True):
         if detect not in DETECTORS:
             raise ValueError(f"detect: expected one of {DETECTORS}, got {detect!r}")
         self.predictor, self.detect, self.limits, self.warmup = predictor, detect, limits, warmup
@@ -227,7 +220,7 @@ class Service:
         return FileResponse(PAGE, media_type="text/html")
 
 
-def create_app(predictor: Predictor, detect: str = "mtcnn", limits: Limits = Limits(),
+def create_app(predictor: Predictor, detect: str = "mtcnn", limits: Limits = DEFAULT_LIMITS,
                warmup: bool = True) -> Starlette:
     service = Service(predictor, detect, limits, warmup)
     app = Starlette(routes=[
