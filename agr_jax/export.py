@@ -2,7 +2,8 @@
 
 Without --workdir the released model (`agr_jax/released`) is exported. Writes F (uint8 NHWC
 crops in, calibrated age, interval and probabilities out, any batch size) and F.json (class
-names, image size, calibration). See docs/serving.md.
+names, image size, calibration). `--mtcnn --out DIR` exports the MTCNN detector's three nets
+instead. See docs/serving.md.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="File to write (and OUT.json beside it).")
     parser.add_argument("--views", type=int, choices=[1, 2], default=1,
                         help="2: average the face and its mirror inside the exported graph.")
+    parser.add_argument("--mtcnn", action="store_true",
+                        help="Export the MTCNN detector's P/R/O-Nets into the folder --out.")
+    parser.add_argument("--pnet_side", type=int, default=320,
+                        help="With --mtcnn: the P-Net's square input side (one canvas size).")
     parser.add_argument("--platforms", default=None,
                         help="StableHLO only: comma-separated, e.g. cpu,cuda (default: this "
                              "machine's backend).")
@@ -34,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.mtcnn:
+        from agr_jax.inference.export_mtcnn import export_mtcnn
+
+        print(json.dumps(export_mtcnn(args.format, args.out, args.pnet_side)))
+        return 0
     from agr_jax.inference import export as export_lib
     from agr_jax.inference.load import load_workdir
     from agr_jax.inference.release import read_release, released_dir

@@ -68,7 +68,7 @@ def _max_pool_bwd(window, strides, pads, residuals, dy):
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
-def _export_max_pool(x, window, strides, pads: Pads):
+def export_max_pool(x, window, strides, pads: Pads):
     """A plain reduce-window for symbolic batches (`jax.export`, ONNX: inference in any
     runtime). Pooled as (N*C, H, W) maps: jax2onnx lowers a reduce-window of rank r to an
     (r)-D ONNX MaxPool, and onnxruntime pools at most 3-D."""
@@ -94,7 +94,7 @@ def max_pool(x: jnp.ndarray, window_shape: Sequence[int], strides: Sequence[int]
         return nn.max_pool(x, window, strides, padding)
     pads = explicit_pads(x.shape, window, strides, padding)
     if not all(isinstance(d, int) for d in x.shape):
-        return _export_max_pool(x, window, strides, pads)
+        return export_max_pool(x, window, strides, pads)
     if min(min(pads)) < 0:  # the backward's pads assume every tap lies in the padded map
         return nn.max_pool(x, window, strides, padding)
     return _max_pool(x, window, strides, pads)
