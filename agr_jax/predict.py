@@ -1,5 +1,6 @@
 """Predict age, gender and race: `python -m agr_jax.predict [--workdir W] [--detector
-mtcnn|haar|none] [--out F.jsonl|F.csv] [--annotate DIR] [--every N] [--camera 0] PATH...`.
+mtcnn|haar|none] [--out F.jsonl|F.csv] [--annotate DIR] [--every N] [--camera 0]
+[--min_quality SCORE,PX] [--views 1|2] PATH...`.
 
 PATHs are image files, folders (recursive), globs and video files. Without --workdir the
 released model (`agr_jax/released`) is used. Exit status 1 when any input failed.
@@ -24,6 +25,19 @@ _VIEWS = flags.DEFINE_enum("views", "1", ["1", "2"], "Test-time views (2: with t
 _MIN_SCORE = flags.DEFINE_float("min_score", 0.0,
                                 "Abstain on faces detected with a lower score.")
 _MIN_FACE = flags.DEFINE_integer("min_face", 0, "Abstain on faces smaller than this (px).")
+_MIN_QUALITY = flags.DEFINE_list(
+    "min_quality", None, "SCORE,PX: shorthand for --min_score SCORE --min_face PX.")
+
+
+def quality(values: list[str] | None, score: float, face: int) -> tuple[float, int]:
+    if not values:
+        return score, face
+    if len(values) != 2:
+        raise app.UsageError(f"--min_quality: expected SCORE,PX (e.g. 0.9,40), got {values}")
+    try:
+        return float(values[0]), int(values[1])
+    except ValueError as e:
+        raise app.UsageError(f"--min_quality: expected SCORE,PX (e.g. 0.9,40): {e}") from e
 
 
 def main(argv):
@@ -34,8 +48,8 @@ def main(argv):
     from agr_jax.inference.predictor import Predictor
     from agr_jax.inference.run import run
 
-    options = dict(views=int(_VIEWS.value), min_score=_MIN_SCORE.value,
-                   min_face=_MIN_FACE.value)
+    min_score, min_face = quality(_MIN_QUALITY.value, _MIN_SCORE.value, _MIN_FACE.value)
+    options = dict(views=int(_VIEWS.value), min_score=min_score, min_face=min_face)
     predictor = (Predictor.from_workdir(_WORKDIR.value, _CHECKPOINT.value, **options)
                  if _WORKDIR.value else Predictor.default(**options))
     sys.exit(run(predictor, paths, detect=_DETECTOR.value, out=_OUT.value,

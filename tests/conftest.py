@@ -58,6 +58,20 @@ def synthetic_tfds(synthetic_dir, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_eval_run(tmp_path_factory, synthetic_dir):
+    """One tiny trained run (16 px, flip TTA at evaluation) shared by the evaluation-report
+    and release tests: training it once saves a compile-bound minute of CI."""
+    from agr_jax.train.loop import train_and_evaluate
+
+    config = make_tiny_config(**{"data.dir": str(synthetic_dir), "data.image_size": 16,
+                                 "eval_batch_size": 32})
+    config.eval_flip_tta = True
+    workdir = tmp_path_factory.mktemp("eval_run")
+    train_and_evaluate(config, workdir)
+    return workdir
+
+
 def make_tiny_config(**overrides):
     """The quickstart config shrunk for tests: width-4 RoR, 32px, 240 synthetic faces."""
     import importlib.util

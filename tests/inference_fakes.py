@@ -28,8 +28,12 @@ def tiny_bundle(calibration: dict | None = None, seed: int = 0):
                     gender_names=("male", "female"),
                     race_names=("White", "Black", "Asian", "Indian", "Others"),
                     variables={}, calibration=calibration)
-    variables = bundle.build_model().init(jax.random.key(seed), jnp.zeros((1, SIZE, SIZE, 3)),
-                                          train=False)
+    from conftest import FAST_COMPILE
+
+    init = jax.jit(lambda: bundle.build_model().init(
+        jax.random.key(seed), jnp.zeros((1, SIZE, SIZE, 3)), train=False),
+        compiler_options=FAST_COMPILE)
+    variables = init()
     bundle.variables = jax.device_get({"params": variables["params"],
                                        "batch_stats": variables.get("batch_stats", {})})
     return bundle
@@ -97,3 +101,12 @@ def photo(red: int, h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:
     img = np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
     img[0, 0, 0] = red
     return img
+
+
+def fast_predictor(bundle, **kwargs):
+    """A Predictor compiled with XLA's cheap CPU options (tiny models: compile time rules)."""
+    from conftest import FAST_COMPILE
+
+    from agr_jax.inference.predictor import Predictor
+
+    return Predictor(bundle, compiler_options=FAST_COMPILE, **kwargs)

@@ -77,3 +77,31 @@ def test_fit_and_assess_report_shapes():
     assert rep["ece"]["race"]["after"] < rep["ece"]["race"]["before"]
     assert sum(d["n"] for d in rep["age_interval"]["by_decade"].values()) == 500
     assert 0.85 <= rep["age_interval"]["coverage"] <= 0.97
+
+
+def test_decade_weights_cover_a_rare_age_pulled_towards_the_mean():
+    """Teens (10 % of faces) predicted 6 years too old fall in the tail of the adults'
+    predicted-age group: weighting each decade equally covers them far better."""
+    rng = np.random.default_rng(4)
+
+    def sample(n):
+        teen = rng.random(n) < 0.1
+        true = np.where(teen, rng.uniform(13, 19, n), rng.uniform(20, 40, n))
+        pred = true + rng.normal(0, 3, n) + np.where(teen, 6.0, 0.0)
+        return pred, true
+
+    fitted = calibrate.fit_age_interval(*sample(4000))
+    flat = dict(fitted)
+    pred, true = sample(4000)
+    r = true - pred
+    group = np.searchsorted(np.asarray(fitted["edges"]), pred, side="right")
+    flat["low"] = [-calibrate.conformal_quantile(-r[group == g], 0.95)
+                   for g in range(len(fitted["low"]))]
+    flat["high"] = [calibrate.conformal_quantile(r[group == g], 0.95)
+                    for g in range(len(fitted["high"]))]
+    test_pred, test_true = sample(4000)
+    weighted, _ = _coverage_by_decade(test_pred, test_true, fitted)
+    unweighted, _ = _coverage_by_decade(test_pred, test_true, flat)
+    assert weighted[1] > unweighted[1] + 0.1 and weighted[1] >= 0.85, (weighted, unweighted)
+    assert calibrate.decade_weights(np.array([1, 5, 15, 25, 26, 27])).tolist() == pytest.approx(
+        [0.5, 0.5, 1.0, 1 / 3, 1 / 3, 1 / 3])

@@ -130,17 +130,8 @@ def test_shift_tta_views_match_the_training_pad_crop():
 # --- End to end: a tiny run, then python -m agr_jax.evaluate's library function -----------
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, synthetic_dir):
-    from conftest import make_tiny_config
-
-    from agr_jax.train.loop import train_and_evaluate
-
-    config = make_tiny_config(**{"data.dir": str(synthetic_dir), "data.image_size": 16,
-                                 "eval_batch_size": 32})
-    config.eval_flip_tta = True
-    workdir = tmp_path_factory.mktemp("eval_run")
-    train_and_evaluate(config, workdir)
-    return workdir
+def trained(tiny_eval_run):
+    return tiny_eval_run
 
 
 def test_training_curves_png_written(trained):

@@ -7,11 +7,18 @@ import json
 
 import numpy as np
 import pytest
-from inference_fakes import ScriptedDetector, face, install_fake_align, photo, tiny_bundle
+from inference_fakes import (
+    ScriptedDetector,
+    face,
+    fast_predictor,
+    install_fake_align,
+    photo,
+    tiny_bundle,
+)
 from PIL import Image
 
 from agr_jax.inference import run as run_lib
-from agr_jax.inference.predictor import RECORD_FIELDS, Predictor
+from agr_jax.inference.predictor import RECORD_FIELDS
 
 cv2 = pytest.importorskip("cv2")
 
@@ -60,7 +67,7 @@ def _folder(tmp_path):
 
 def test_folder_to_csv_with_annotations_and_exit_status(bundle, tmp_path, monkeypatch, capsys):
     install_fake_align(monkeypatch)
-    p = Predictor(bundle, detector=ScriptedDetector([[face(10, 10, 70, 70)], []]))
+    p = fast_predictor(bundle, detector=ScriptedDetector([[face(10, 10, 70, 70)], []]))
     folder = _folder(tmp_path)
     out = tmp_path / "out.csv"
     status = run_lib.run(p, [str(folder)], detect="mtcnn", out=str(out),
@@ -85,18 +92,18 @@ def test_folder_to_csv_with_annotations_and_exit_status(bundle, tmp_path, monkey
 def test_glob_to_jsonl_all_good_exits_0(bundle, tmp_path):
     folder = _folder(tmp_path)
     out = tmp_path / "o.jsonl"
-    status = run_lib.run(Predictor(bundle), [str(folder / "**" / "*.png")], detect="none",
+    status = run_lib.run(fast_predictor(bundle), [str(folder / "**" / "*.png")], detect="none",
                          out=str(out))
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert status == 0 and len(rows) == 3 and all(r["age"] is not None for r in rows)
     with pytest.raises(ValueError, match="expected a .jsonl or .csv"):
-        run_lib.run(Predictor(bundle), [], detect="none", out=str(tmp_path / "x.txt"))
+        run_lib.run(fast_predictor(bundle), [], detect="none", out=str(tmp_path / "x.txt"))
 
 
 def test_video_frames_tracks_and_annotated_copy(bundle, tmp_path, monkeypatch, video_file):
     install_fake_align(monkeypatch)
     out = tmp_path / "v.jsonl"
-    status = run_lib.run(Predictor(bundle, detector=MovingFaces()), [str(video_file)],
+    status = run_lib.run(fast_predictor(bundle, detector=MovingFaces()), [str(video_file)],
                          detect="mtcnn", out=str(out), every=2, annotate_dir=str(tmp_path))
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     frames = [r for r in rows if r["kind"] == "frame"]
@@ -119,7 +126,7 @@ def test_camera_without_display_streams_json_lines(bundle, monkeypatch, video_fi
     install_fake_align(monkeypatch)
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    status = run_lib.run(Predictor(bundle, detector=MovingFaces()), [], detect="mtcnn",
+    status = run_lib.run(fast_predictor(bundle, detector=MovingFaces()), [], detect="mtcnn",
                          camera=str(video_file), every=3)
     rows = [json.loads(line) for line in io.StringIO(capsys.readouterr().out)]
     assert status == 0
@@ -132,5 +139,5 @@ def test_unopenable_video_is_a_failed_input(bundle, tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"no video here")
     out = tmp_path / "b.jsonl"
-    assert run_lib.run(Predictor(bundle), [str(bad)], detect="none", out=str(out)) == 1
+    assert run_lib.run(fast_predictor(bundle), [str(bad)], detect="none", out=str(out)) == 1
     assert "cannot open" in json.loads(out.read_text())["reason"]

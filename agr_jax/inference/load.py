@@ -17,14 +17,26 @@ from agr_jax.inference.bundle import Bundle, as_float32
 from agr_jax.train.checkpoint import restore_raw
 
 
+def tfds_dir_of(config: Any, workdir: Path) -> Path:
+    return Path(config.data.tfds_dir) if config.data.get("tfds_dir") else workdir / "tfds"
+
+
+def validation_split(workdir: str | Path) -> Any:
+    """The run's validation split (random access: records with JPEG `image` and labels)."""
+    from agr_jax.data import tfds_builders
+
+    workdir = Path(workdir)
+    return tfds_builders.load_split(tfds_dir_of(configuration.load(workdir), workdir),
+                                    "validation")
+
+
 def dataset_names(config: Any, workdir: Path) -> tuple[int, tuple[str, ...]]:
     """(number of races, race names) from the run's prepared dataset; UTKFace's when the
     dataset is no longer on disk (the race head's width is then checked against it)."""
     from agr_jax.data import tfds_builders
 
-    tfds_dir = Path(config.data.tfds_dir) if config.data.get("tfds_dir") else workdir / "tfds"
     try:
-        info = tfds_builders.dataset_info(tfds_dir)
+        info = tfds_builders.dataset_info(tfds_dir_of(config, workdir))
     except Exception:  # noqa: BLE001 - moved or deleted dataset: fall back to UTKFace names
         names = tuple(utkface.RACES)
         return int(config.tasks.get("num_races") or len(names)), names

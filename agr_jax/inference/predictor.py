@@ -7,6 +7,7 @@ Calibration (temperatures, age interval) is applied on the host from the bundle.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,14 @@ class Predictor:
 
     def __init__(self, bundle: Bundle, *, views: int = 1, min_score: float = 0.0,
                  min_face: int = 0, detector: Detector | None = None,
-                 buckets: Sequence[int] = BUCKETS):
+                 buckets: Sequence[int] = BUCKETS,
+                 compiler_options: dict[str, Any] | None = None):
         if views not in VIEWS:
             raise ValueError(f"views: expected one of {VIEWS}, got {views!r}")
+        fitted = (bundle.calibration or {}).get("views", views)
+        if fitted != views:
+            logging.warning("the calibration was fitted with %d view(s), this predictor "
+                            "averages %d: intervals and probabilities may be off", fitted, views)
         self.bundle, self.views = bundle, views
         self.min_score, self.min_face = float(min_score), int(min_face)
         self.buckets = tuple(sorted(buckets))
@@ -52,14 +58,20 @@ class Predictor:
         if detector is not None:
             self._detectors[detector.name] = detector
         self._variables = jax.device_put(bundle.variables)
-        self._forward = jax.jit(self._make_forward())
+        # `compiler_options` go to jax.jit (tests pass cheap-compile XLA options).
+        self._forward = jax.jit(self._make_forward(), compiler_options=compiler_options)
 
     @classmethod
     def from_workdir(cls, workdir: str | Path, which: str | None = None,
-                     **kwargs: Any) -> Predictor:
-        from agr_jax.inference.load import load_workdir
+                     calibrate: bool = True, **kwargs: Any) -> Predictor:
+        """A run's checkpoint; `calibrate`: fit the temperatures and the age interval on the
+        run's validation split first, with this predictor's views (as a release does)."""
+        from agr_jax.inference.load import load_workdir, validation_split
 
-        return cls(load_workdir(workdir, which), **kwargs)
+        predictor = cls(load_workdir(workdir, which), **kwargs)
+        if calibrate:
+            predictor.fit_calibration(validation_split(workdir))
+        return predictor
 
     @classmethod
     def from_release(cls, folder: str | Path, **kwargs: Any) -> Predictor:
@@ -94,8 +106,27 @@ class Predictor:
 
         return forward
 
-    def predict_crops(self, crops: np.ndarray) -> dict[str, np.ndarray]:
-        """[N, S, S, 3] uint8 aligned crops -> calibrated age, interval and probabilities."""
+    def fit_calibration(self, source: Any) -> dict[str, Any]:
+        """Fits the calibration on a labelled split (records with JPEG `image`, `age`,
+        `gender`, `race`), predicted with this predictor's views; sets and returns it."""
+        size, chunk = self.bundle.image_size, self.buckets[-1]
+        parts: dict[str, list] = {k: [] for k in ("age_pred", "gender_prob", "race_prob",
+                                                  "age", "gender", "race")}
+        for start in range(0, len(source), chunk):
+            rows = [source[i] for i in range(start, min(start + chunk, len(source)))]
+            raw = self.predict_crops(np.stack([images.crop(r["image"], size).image
+                                               for r in rows]), raw=True)
+            for k in ("age_pred", "gender_prob", "race_prob"):
+                parts[k].append(raw[k])
+            for k in ("age", "gender", "race"):
+                parts[k].append(np.asarray([r[k] for r in rows]))
+        result = {k: np.concatenate(v) for k, v in parts.items()}
+        self.bundle.calibration = {**calibrate.fit(result), "views": self.views}
+        return self.bundle.calibration
+
+    def predict_crops(self, crops: np.ndarray, raw: bool = False) -> dict[str, np.ndarray]:
+        """[N, S, S, 3] uint8 aligned crops -> calibrated age, interval and probabilities
+        (`raw`: the model's own `age_pred`, `gender_prob`, `race_prob`)."""
         n = len(crops)
         parts = []
         for start in range(0, n, self.buckets[-1]):
@@ -108,7 +139,7 @@ class Predictor:
         fetched = jax.device_get(parts)
         out = {k: np.concatenate([p[k][:m] for p, m in fetched]) if n else np.zeros((0,))
                for k in ("age_pred", "gender_prob", "race_prob")}
-        return self.calibrated(out)
+        return out if raw else self.calibrated(out)
 
     def calibrated(self, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cal = self.bundle.calibration
@@ -127,8 +158,11 @@ class Predictor:
     # --- images -> records ------------------------------------------------------------
     def detector(self, name: str) -> Detector:
         if name not in self._detectors:
-            from agr_jax.inference import detect  # the detector module is optional here
-
+            try:
+                from agr_jax.inference import detect
+            except ImportError as e:
+                raise ImportError(f"detect={name!r}: the face detector module is not available "
+                                  f"({e}); pass detect='none' for aligned crops") from e
             self._detectors[name] = detect.build_detector(name)
         return self._detectors[name]
 

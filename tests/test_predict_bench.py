@@ -1,0 +1,48 @@
+"""The benchmark's `predict` section on a tiny model (smoke: values are not judged)."""
+
+import io
+
+import numpy as np
+from inference_fakes import (
+    ScriptedDetector,
+    face,
+    fast_predictor,
+    install_fake_align,
+    photo,
+    tiny_bundle,
+)
+from PIL import Image
+
+from agr_jax.bench import predict as predict_bench
+
+
+def _jpegs(n):
+    out = []
+    for k in range(n):
+        buf = io.BytesIO()
+        Image.fromarray(photo(k, 48, 48, seed=k)).save(buf, "JPEG")
+        out.append(buf.getvalue())
+    return out
+
+
+def test_predict_section_reports_views_labels_detection_and_skips(monkeypatch):
+    bundle = tiny_bundle()
+    install_fake_align(monkeypatch)
+    jpegs = _jpegs(10)
+    labels = {"age": np.full(10, 30.0), "gender": np.zeros(10, int),
+              "race": np.array([0, 1, 2, 3, 4, -1, 0, 1, 2, 3])}
+    detector = ScriptedDetector([[face(20, 20, 140, 140), face(300, 100, 420, 220)]])
+
+    def make(views):
+        return fast_predictor(bundle, views=views, detector=detector)
+
+    out = predict_bench.run(make, jpegs, labels, min_seconds=0.01, photos=3)
+    assert out["views_1"]["crops_s"] > 0 and out["views_2"]["crops_s"] > 0
+    assert 0 <= out["views_1"]["gender_acc"] <= 1 and out["views_1"]["age_mae"] >= 0
+    assert out["detect"]["faces_found_per_photo"] == 2.0
+    assert out["detect"]["faces_pasted_per_photo"] == predict_bench.FACES_PER_PHOTO
+    assert "peer" in out["skipped"]
+    photos = predict_bench.group_photos(jpegs, 2)
+    assert photos[0].shape == (480, 640, 3)
+    text = "\n".join(predict_bench.format_lines(out))
+    assert "crops/s" in text and "photos/s" in text and "skipped peer" in text
