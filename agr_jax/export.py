@@ -45,11 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(export_mtcnn(args.format, args.out, args.pnet_side)))
         return 0
     from agr_jax.inference import export as export_lib
-    from agr_jax.inference.load import load_workdir
+    from agr_jax.inference.predictor import Predictor
     from agr_jax.inference.release import read_release, released_dir
 
-    bundle = (load_workdir(args.workdir, args.checkpoint) if args.workdir
-              else read_release(released_dir()))
+    # A run is calibrated on its validation split as `python -m agr_jax.predict` does it.
+    bundle = (Predictor.from_workdir(args.workdir, args.checkpoint, views=args.views).bundle
+              if args.workdir else read_release(released_dir()))
     platforms = args.platforms.split(",") if args.platforms else None
     info = export_lib.export(bundle, args.format, args.out, args.views, platforms)
     print(json.dumps({k: info[k] for k in ("path", "bytes", "format", "input", "outputs")}))

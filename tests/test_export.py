@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from inference_fakes import CALIBRATION, SIZE, tiny_bundle
+from inference_fakes import CALIBRATION, SIZE, fast_predictor, tiny_bundle
 
 from agr_jax.data import synthetic
 from agr_jax.inference import export
-from agr_jax.inference.predictor import Predictor
 
 TOLERANCE = 1e-4
 REAL_CROPS = Path(__file__).resolve().parents[2] / "shared" / "utkface"
@@ -24,7 +23,7 @@ def bundle():
 
 @pytest.fixture(scope="module")
 def reference(bundle):
-    return Predictor(bundle, buckets=(1, 8, 64))
+    return fast_predictor(bundle, buckets=(1, 8, 64))
 
 
 @pytest.fixture(scope="module")
@@ -87,15 +86,23 @@ def test_onnx_has_a_symbolic_batch_and_uint8_input(bundle, exported):
     assert json.loads(meta["agr_jax"])["race_names"] == list(bundle.race_names)
 
 
+ONE_GROUP = {**CALIBRATION, "age_interval": {"level": 0.9, "edges": [], "low": [-5.0],
+                                              "high": [6.0]}}
+
+
 @pytest.mark.parametrize("fmt", export.FORMATS)
-def test_uncalibrated_export_gives_nan_intervals(fmt, tmp_path):
-    plain = tiny_bundle(None, seed=1)
+@pytest.mark.parametrize("calibration", [None, ONE_GROUP], ids=["uncalibrated", "one_group"])
+def test_uncalibrated_and_single_group_exports(fmt, calibration, tmp_path):
+    plain = tiny_bundle(calibration, seed=1)
     path = tmp_path / f"plain.{fmt}"
     export.export(plain, fmt, path)
     got = export.load(path)(crops(3))
-    assert np.isnan(got["age_interval"]).all()
-    want = Predictor(plain, buckets=(8,)).predict_crops(crops(3))
-    assert max(max_differences(got, want)[k] for k in ("age", "race_prob")) <= TOLERANCE
+    want = fast_predictor(plain, buckets=(8,)).predict_crops(crops(3))
+    if calibration is None:
+        assert np.isnan(got["age_interval"]).all()
+        assert max(max_differences(got, want)[k] for k in ("age", "race_prob")) <= TOLERANCE
+    else:
+        assert max(max_differences(got, want).values()) <= TOLERANCE
 
 
 def test_entry_point_exports_the_release_by_default(bundle, tmp_path, monkeypatch):
@@ -109,7 +116,7 @@ def test_entry_point_exports_the_release_by_default(bundle, tmp_path, monkeypatc
     assert entry.FORMATS == export.FORMATS
     sidecar = json.loads(Path(f"{out}.json").read_text())
     assert sidecar["format"] == "stablehlo" and sidecar["input"]["shape"] == ["B", SIZE, SIZE, 3]
-    got, want = export.load(out)(crops(2)), Predictor(bundle).predict_crops(crops(2))
+    got, want = export.load(out)(crops(2)), fast_predictor(bundle).predict_crops(crops(2))
     assert max(max_differences(got, want).values()) <= TOLERANCE
 
 

@@ -16,6 +16,7 @@ from inference_fakes import (
     SIZE,
     ScriptedDetector,
     face,
+    fast_predictor,
     install_fake_align,
     photo,
     tiny_bundle,
@@ -23,7 +24,7 @@ from inference_fakes import (
 from PIL import Image
 from starlette.testclient import TestClient
 
-from agr_jax.inference.predictor import RECORD_FIELDS, Predictor
+from agr_jax.inference.predictor import RECORD_FIELDS
 from agr_jax.serve.app import Limits, create_app
 
 FIVE_FACES = [face(10 + 28 * k, 20, 34 + 28 * k, 44) for k in range(5)]
@@ -35,7 +36,7 @@ def predictor():
         install_fake_align(mp)
         # Red 0: no face; 1: one face; 2: five faces.
         script = [[], [face(20, 20, 80, 80)], FIVE_FACES]
-        yield Predictor(tiny_bundle(CALIBRATION), buckets=(1, 8),
+        yield fast_predictor(tiny_bundle(CALIBRATION), buckets=(1, 8),
                         detector=ScriptedDetector(script))
 
 
@@ -130,9 +131,11 @@ def test_unavailable_detector_is_a_clear_400(predictor):
     def no_detector(name):
         raise ModuleNotFoundError(f"no module for {name}")
 
-    slow = Predictor(predictor.bundle, buckets=(1,))
+    slow = fast_predictor(predictor.bundle, buckets=(1,))
     slow.detector = no_detector
-    with TestClient(create_app(slow, detect="haar", warmup=False)) as c:
+    with TestClient(create_app(slow, detect="haar")) as c:
+        # Found at start-up (the warm-up tries the default detector), said by /healthz.
+        assert "no module for haar" in c.get("/healthz").json()["unavailable"]["haar"]
         answer = post(c, png(photo(1)))
         assert answer.status_code == 400
         assert "detector 'haar' is not available" in answer.json()["error"]
@@ -141,7 +144,7 @@ def test_unavailable_detector_is_a_clear_400(predictor):
 
 
 def test_a_slow_request_times_out_and_the_next_one_is_answered(predictor):
-    slow = Predictor(predictor.bundle, buckets=(1,), detector=predictor.detector("mtcnn"))
+    slow = fast_predictor(predictor.bundle, buckets=(1,), detector=predictor.detector("mtcnn"))
     original = slow.predict_loaded
     delay = {"s": 1.5}
 

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from inference_fakes import CALIBRATION, face, install_fake_align, tiny_bundle
+from inference_fakes import CALIBRATION, face, fast_predictor, install_fake_align, tiny_bundle
 from live_server import live_server
 from PIL import Image
 
 from agr_jax.data import synthetic
-from agr_jax.inference.predictor import Predictor
 from agr_jax.serve.app import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,7 +95,7 @@ def write_y4m(path: Path, rgb: np.ndarray, frames: int = 10) -> None:
 def server_url():
     with pytest.MonkeyPatch.context() as mp:
         install_fake_align(mp)
-        predictor = Predictor(tiny_bundle(CALIBRATION), buckets=(1, 8), detector=FixedBoxes())
+        predictor = fast_predictor(tiny_bundle(CALIBRATION), buckets=(1, 8), detector=FixedBoxes())
         with live_server(create_app(predictor, detect="mtcnn")) as url:
             yield url
 

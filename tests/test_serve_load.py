@@ -4,17 +4,16 @@ request answered, none lost; non-loopback targets refused."""
 import asyncio
 
 import pytest
-from inference_fakes import CALIBRATION, tiny_bundle
+from inference_fakes import CALIBRATION, fast_predictor, tiny_bundle
 from live_server import live_server
 
-from agr_jax.inference.predictor import Predictor
 from agr_jax.serve.app import Limits, create_app
 from benchmarks import serve_load
 
 
 @pytest.fixture(scope="module")
 def server_url():
-    predictor = Predictor(tiny_bundle(CALIBRATION), buckets=(1, 8))
+    predictor = fast_predictor(tiny_bundle(CALIBRATION), buckets=(1, 8))
     with live_server(create_app(predictor, detect="none", limits=Limits(max_batch=8))) as url:
         yield url
 

@@ -50,10 +50,14 @@ def age_interval(age: jnp.ndarray, interval: dict[str, Any] | None,
     """`calibrate.age_interval` in JAX (group = how many edges lie at or below the age)."""
     if interval is None:  # NaN of the batch's shape (a symbolic batch: no jnp.full)
         return jnp.stack([age, age], -1) * jnp.float32(jnp.nan)
-    edges = jnp.asarray(interval["edges"], jnp.float32).reshape(1, -1)
-    group = jnp.sum((age[:, None] >= edges).astype(jnp.int32), axis=1)
-    lo = age + jnp.take(jnp.asarray(interval["low"], jnp.float32), group)
-    hi = age + jnp.take(jnp.asarray(interval["high"], jnp.float32), group)
+    low = jnp.asarray(interval["low"], jnp.float32)
+    high = jnp.asarray(interval["high"], jnp.float32)
+    if not len(interval["edges"]):  # one group (no empty tensors: onnxruntime refuses them)
+        lo, hi = age + low[0], age + high[0]
+    else:
+        edges = jnp.asarray(interval["edges"], jnp.float32).reshape(1, -1)
+        group = jnp.sum((age[:, None] >= edges).astype(jnp.int32), axis=1)
+        lo, hi = age + jnp.take(low, group), age + jnp.take(high, group)
     return jnp.clip(jnp.stack([lo, hi], -1), 0.0, max_age)
 
 

@@ -137,6 +137,11 @@ class Service:
             for bucket in self.predictor.buckets:
                 await run_in_threadpool(self.predictor.predict_crops,
                                         np.zeros((bucket, size, size, 3), np.uint8))
+            if self.detect != "none":  # the detector's webcam-sized shapes too, if it exists
+                with contextlib.suppress(ApiError):
+                    await self.check_detector(self.detect)
+                    blank = images.Loaded("warm-up", np.zeros((480, 640, 3), np.uint8))
+                    await run_in_threadpool(self.predictor.predict_loaded, [blank], self.detect)
         try:
             yield
         finally:
