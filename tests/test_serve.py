@@ -162,6 +162,25 @@ def test_a_slow_request_times_out_and_the_next_one_is_answered(predictor):
         assert 'agr_requests_total{status="504"} 1' in c.get("/metrics").text
 
 
+def test_a_model_failure_is_a_500_with_the_reason_and_the_next_request_works(predictor):
+    broken = fast_predictor(predictor.bundle, buckets=(1,), detector=predictor.detector("mtcnn"))
+    original, fail = broken.predict_loaded, {"now": True}
+
+    def flaky(loaded, detect):
+        if fail["now"]:
+            raise FloatingPointError("NaN in the forward pass")
+        return original(loaded, detect)
+
+    broken.predict_loaded = flaky
+    with TestClient(create_app(broken, warmup=False)) as c:
+        answer = post(c, png(photo(1)))
+        assert answer.status_code == 500
+        assert answer.json()["error"] == ("prediction failed: FloatingPointError: NaN in the "
+                                          "forward pass")
+        fail["now"] = False
+        assert post(c, png(photo(1))).status_code == 200
+
+
 def test_concurrent_requests_share_device_calls(predictor):
     app = create_app(predictor, limits=Limits(max_batch=8, max_wait_ms=200))
     service = app.state.service

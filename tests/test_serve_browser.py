@@ -131,6 +131,15 @@ def test_webcam_page_draws_boxes_and_labels_for_the_faces(server_url, tmp_path):
             boxes = green_pixels(page)
             listed = page.locator("#labels li").all_inner_texts()
             status = page.inner_text("#status")
+            # Uploading a photo stops the camera and draws that photo's faces.
+            photo = tmp_path / "photo.jpg"
+            Image.fromarray(frame()).save(photo, quality=92)
+            frames = state["frames"]
+            page.set_input_files("#file", str(photo))
+            page.wait_for_function(f"window.agr.frames > {frames} && "
+                                   "document.getElementById('camera').textContent "
+                                   "=== 'Start webcam'", timeout=60_000)
+            uploaded = page.evaluate("window.agr")
         finally:
             browser.close()
     assert state["error"] is None, state["error"]
@@ -143,3 +152,5 @@ def test_webcam_page_draws_boxes_and_labels_for_the_faces(server_url, tmp_path):
     assert "2 face(s)" in status and "faces/s" in status
     assert boxes > 100, f"only {boxes} pixels of the box colour on the canvas"
     assert shot.stat().st_size > 10_000
+    assert uploaded["error"] is None and uploaded["faces"] == 2
+    assert [r["path"] for r in uploaded["lastRecords"]] == ["upload", "upload"]
