@@ -8,7 +8,7 @@ WORKDIR ?= runs/quickstart
 # mostly single-threaded, so two workers keep two cores busy; TEST_WORKERS=0 runs in-process.
 TEST_WORKERS ?= 2
 
-.PHONY: demo test lint venv clean browser
+.PHONY: demo test lint venv clean browser ort-web
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,15 @@ browser: $(STAMP)
 	  else echo "Chromium missing: sudo apt-get install -y chromium, or AGR_CHROMIUM=/path/to/chrome"; \
 	    exit 1; fi; }
 	$(PY) -m pytest -q -n 0 tests/test_serve_browser.py
+
+# onnxruntime-web (npm), its WebAssembly-only build, for the page's in-browser mode: `python -m agr_jax.serve --ort_web
+# runs/ort-web/dist`. Only the three files the page loads are kept (about 15 MB).
+ORT_WEB_VERSION ?= 1.31.1
+ORT_WEB_FILES := ort.wasm.min.js ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm
+ort-web:
+	mkdir -p runs/ort-web && cd runs/ort-web && npm pack -q onnxruntime-web@$(ORT_WEB_VERSION) \
+	  && tar xzf onnxruntime-web-$(ORT_WEB_VERSION).tgz $(addprefix package/dist/,$(ORT_WEB_FILES)) \
+	  && rm -rf dist && mv package/dist dist && rm -rf package onnxruntime-web-*.tgz
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -4,6 +4,7 @@ server and the test reads back the boxes and labels it drew. The screenshot is s
 runs/test_artifacts/serve_page.png (or $AGR_TEST_ARTIFACTS).
 
 Skipped, saying how to install them, when Playwright or Chromium is missing: `make browser`.
+The in-browser mode (onnxruntime-web) is tested when `make ort-web` has fetched it.
 """
 
 import os
@@ -22,6 +23,7 @@ from agr_jax.serve.app import create_app
 ROOT = Path(__file__).resolve().parents[1]
 REAL_FACES = ROOT.parent / "shared" / "utkface"
 ARTIFACTS = Path(os.environ.get("AGR_TEST_ARTIFACTS", ROOT / "runs" / "test_artifacts"))
+ORT_WEB = Path(os.environ.get("AGR_ORT_WEB", ROOT / "runs" / "ort-web" / "dist"))
 WIDTH, HEIGHT = 320, 240
 # Where the two faces sit in the fake camera's frames (fractions of width and height).
 FACE_BOXES = [(0.08, 0.2, 0.43, 0.67), (0.55, 0.2, 0.9, 0.67)]
@@ -111,13 +113,17 @@ def green_pixels(page) -> int:
         return n; }""", list(BOX_COLOUR))
 
 
+def launch(p, video: Path):
+    return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+        "--no-sandbox", "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream", f"--use-file-for-fake-video-capture={video}"])
+
+
 def test_webcam_page_draws_boxes_and_labels_for_the_faces(server_url, tmp_path):
     video = tmp_path / "faces.y4m"
     write_y4m(video, frame())
     with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--use-fake-device-for-media-stream",
-            "--use-fake-ui-for-media-stream", f"--use-file-for-fake-video-capture={video}"])
+        browser = launch(p, video)
         try:
             page = browser.new_page(viewport={"width": 900, "height": 800})
             page.goto(server_url + "/")
@@ -154,3 +160,48 @@ def test_webcam_page_draws_boxes_and_labels_for_the_faces(server_url, tmp_path):
     assert shot.stat().st_size > 10_000
     assert uploaded["error"] is None and uploaded["faces"] == 2
     assert [r["path"] for r in uploaded["lastRecords"]] == ["upload", "upload"]
+
+
+def test_in_browser_mode_runs_the_onnx_model_with_onnxruntime_web(tmp_path):
+    from inference_fakes import SIZE
+
+    from agr_jax.inference import export
+
+    if not all((ORT_WEB / f).is_file() for f in ("ort.wasm.min.js", "ort-wasm-simd-threaded.wasm")):
+        pytest.skip(f"onnxruntime-web not at {ORT_WEB}: `make ort-web` (npm) fetches it")
+    bundle = tiny_bundle(CALIBRATION)
+    onnx_path = tmp_path / "model.onnx"
+    export.export(bundle, "onnx", onnx_path)
+    video = tmp_path / "faces.y4m"
+    write_y4m(video, frame())
+    predictor = fast_predictor(bundle, buckets=(1,))
+    app = create_app(predictor, detect="none", in_browser=(ORT_WEB, onnx_path))
+    with live_server(app) as url, playwright_api.sync_playwright() as p:
+        browser = launch(p, video)
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 800})
+            console = []
+            page.on("console", lambda m: console.append(m.text))
+            page.goto(url + "/")
+            page.wait_for_selector("#inbrowser-label:not([hidden])", timeout=30_000)
+            page.check("#inbrowser")
+            page.click("#camera")
+            page.wait_for_function("window.agr.error !== null || (window.agr.frames >= 10 "
+                                   "&& window.agr.mode === 'browser')", timeout=120_000)
+            state = page.evaluate("window.agr")
+            page.screenshot(path=str(ARTIFACTS / "serve_page_in_browser.png"))
+        finally:
+            browser.close()
+    assert state["error"] is None, (state["error"], console)
+    (record,) = state["lastRecords"]
+    assert record["box"] == [40, 0, 280, 240]  # the centre square of the 320x240 frame
+    # onnxruntime-web and onnxruntime (Python) agree on the crop the page fed the model.
+    crop = np.asarray(state["lastCrop"], np.uint8).reshape(1, SIZE, SIZE, 3)
+    want = export.load_onnx(onnx_path)(crop)
+    assert abs(record["age"] - float(want["age"][0])) <= 1e-3
+    assert record["age_interval"] == pytest.approx(want["age_interval"][0].tolist(), abs=1e-3)
+    got_race = [record["race_prob"][n] for n in bundle.race_names]
+    assert np.allclose(got_race, want["race_prob"][0], atol=1e-5)
+    print(f"in-browser (onnxruntime-web, wasm, 1 thread, {SIZE}px tiny model): "
+          f"{state['framesPerSecond']:.1f} frames/s in headless Chromium")
+    assert state["framesPerSecond"] > 0

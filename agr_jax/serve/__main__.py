@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from agr_jax.serve.limits import DETECTORS, Limits
 
@@ -37,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Images per device call of the micro-batcher.")
     parser.add_argument("--max_wait_ms", type=float, default=d.max_wait_ms,
                         help="How long an idle device waits for more requests.")
+    parser.add_argument("--ort_web", help="onnxruntime-web's dist folder (`make ort-web`): "
+                        "enables the page's in-browser mode, with the model exported to ONNX "
+                        "at start-up.")
     return parser
 
 
@@ -52,8 +57,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     limits = Limits(max_bytes=int(args.max_mb * 2**20), max_faces=args.max_faces,
                     timeout_s=args.timeout, max_batch=args.max_batch,
                     max_wait_ms=args.max_wait_ms)
-    app = create_app(predictor, args.detector, limits)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    with tempfile.TemporaryDirectory(prefix="agr_serve_") as tmp:
+        in_browser = None
+        if args.ort_web:
+            from agr_jax.inference import export
+            from agr_jax.serve.in_browser import check_ort_dir
+
+            onnx_path = Path(tmp) / "model.onnx"
+            export.export(predictor.bundle, "onnx", onnx_path, args.views)
+            in_browser = (check_ort_dir(args.ort_web), onnx_path)
+        app = create_app(predictor, args.detector, limits, in_browser=in_browser)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info")
     return 0
 
 

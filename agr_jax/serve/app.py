@@ -107,6 +107,7 @@ class Service:
         self.metrics = Metrics()
         self.batchers: dict[str, MicroBatcher] = {}
         self.unavailable: dict[str, str] = {}  # detector -> why it cannot be built
+        self.in_browser = False  # /model.onnx and /ort/ served (create_app)
 
     def batcher(self, detect: str) -> MicroBatcher:
         if detect not in self.batchers:
@@ -215,6 +216,7 @@ class Service:
             "model": {k: b.source.get(k) for k in ("config_name", "checkpoint", "step")},
             "gender_names": list(b.gender_names), "race_names": list(b.race_names),
             "limits": dataclasses.asdict(self.limits), "unavailable": self.unavailable,
+            "in_browser": self.in_browser,
             "batchers": {k: v.stats() for k, v in self.batchers.items()}})
 
     async def metrics_text(self, request: Request) -> Response:
@@ -226,11 +228,20 @@ class Service:
 
 
 def create_app(predictor: Predictor, detect: str = "mtcnn", limits: Limits = DEFAULT_LIMITS,
-               warmup: bool = True) -> Starlette:
+               warmup: bool = True,
+               in_browser: tuple[str | Path, str | Path] | None = None) -> Starlette:
+    """`in_browser`: (onnxruntime-web folder, exported ONNX file) for the page's
+    in-browser mode (`in_browser.py`)."""
     service = Service(predictor, detect, limits, warmup)
+    extra = []
+    if in_browser is not None:
+        from agr_jax.serve import in_browser as in_browser_lib
+
+        extra = in_browser_lib.routes(*in_browser)
+        service.in_browser = True
     app = Starlette(routes=[
         Route("/v1/predict", service.predict, methods=["POST"]),
         Route("/healthz", service.healthz), Route("/metrics", service.metrics_text),
-        Route("/", service.page)], lifespan=service.lifespan)
+        Route("/", service.page), *extra], lifespan=service.lifespan)
     app.state.service = service
     return app
