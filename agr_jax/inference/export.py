@@ -125,12 +125,16 @@ def to_onnx(bundle: Bundle, views: int = 1) -> bytes:
     proto = jax_to_onnx(lambda image: tuple(fn(image)[k] for k in OUTPUTS),
                         [input_spec(bundle)], model_name="agr_jax",
                         input_names=[INPUT], output_names=list(OUTPUTS))
-    # jax2onnx declares some intermediate shapes in the traced NHWC layout where its conv
-    # lowering made them NCHW; onnxruntime-web refuses the mismatch. Intermediate shapes are
-    # optional in ONNX: drop them and let runtimes infer their own.
-    del proto.graph.value_info[:]
     meta = proto.metadata_props.add()
     meta.key, meta.value = "agr_jax", json.dumps(describe(bundle, views, "onnx"))
+    return onnx_bytes(proto)
+
+
+def onnx_bytes(proto: Any) -> bytes:
+    """A jax2onnx model serialised without its intermediate shapes: jax2onnx declares some
+    in the traced NHWC layout where its conv lowering made them NCHW, which onnxruntime-web
+    refuses. They are optional in ONNX; runtimes infer their own."""
+    del proto.graph.value_info[:]
     return proto.SerializeToString()
 
 

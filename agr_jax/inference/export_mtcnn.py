@@ -22,6 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from agr_jax.inference.export import onnx_bytes
 from agr_jax.models.pooling import export_max_pool
 
 OUTPUT_NAMES = {"pnet": ("prob", "reg"), "rnet": ("prob", "reg"),
@@ -87,7 +88,7 @@ def export_mtcnn(fmt: str, out_dir: str | Path, pnet_side: int = 320,
 
                 proto = to_onnx(fn, [spec], model_name=name, input_names=["crops"],
                                 output_names=list(OUTPUT_NAMES[name]))
-                path.write_bytes(proto.SerializeToString())
+                path.write_bytes(onnx_bytes(proto))
             elif fmt == "stablehlo":
                 path.write_bytes(bytes(jax.export.export(jax.jit(fn))(spec).serialize()))
             else:
