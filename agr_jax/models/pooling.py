@@ -68,13 +68,24 @@ def _max_pool_bwd(window, strides, pads, residuals, dy):
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
+def export_max_pool(x, window, strides, pads: Pads):
+    """A plain reduce-window for symbolic batches (`jax.export`, ONNX: inference in any
+    runtime). Pooled as (N*C, H, W) maps: jax2onnx lowers a reduce-window of rank r to an
+    (r)-D ONNX MaxPool, and onnxruntime pools at most 3-D."""
+    n, h, w, c = x.shape
+    maps = jnp.transpose(x, (0, 3, 1, 2)).reshape(-1, h, w)
+    pooled = lax.reduce_window(maps, jnp.asarray(-jnp.inf, x.dtype), lax.max, (1, *window),
+                               (1, *strides), ((0, 0), *pads))
+    return jnp.transpose(pooled.reshape(n, c, *pooled.shape[1:]), (0, 2, 3, 1))
+
+
 def max_pool(x: jnp.ndarray, window_shape: Sequence[int], strides: Sequence[int] | None = None,
              padding: str | Sequence[tuple[int, int]] = "VALID") -> jnp.ndarray:
     """`flax.linen.max_pool` for NHWC maps; on CPU with the gradient described above.
 
     Accelerators keep XLA's own pooling (their select-and-scatter is not expanded this way),
-    and so do windows of more than 127 taps (the tap index is int8), negative padding and
-    non-float inputs.
+    and so do windows of more than 127 taps (the tap index is int8), negative padding,
+    non-float inputs and symbolic shapes (exports).
     """
     window = (int(window_shape[0]), int(window_shape[1]))
     strides = window if strides is None else (int(strides[0]), int(strides[1]))
@@ -82,6 +93,8 @@ def max_pool(x: jnp.ndarray, window_shape: Sequence[int], strides: Sequence[int]
             or not jnp.issubdtype(x.dtype, jnp.floating)):
         return nn.max_pool(x, window, strides, padding)
     pads = explicit_pads(x.shape, window, strides, padding)
+    if not all(isinstance(d, int) for d in x.shape):
+        return export_max_pool(x, window, strides, pads)
     if min(min(pads)) < 0:  # the backward's pads assume every tap lies in the padded map
         return nn.max_pool(x, window, strides, padding)
     return _max_pool(x, window, strides, pads)
