@@ -132,6 +132,12 @@ def run(make_predictor: Callable[..., Any], jpegs: Sequence[bytes],
     out["model"] = {"image_size": predictor.bundle.image_size,
                     "backbone": predictor.bundle.model.get("name"),
                     **{k: predictor.bundle.source.get(k) for k in ("workdir", "step")}}
+    try:  # the same calibrated model exported to ONNX, under onnxruntime (issue 30)
+        from agr_jax.bench.onnx_speed import onnx_beside_jax
+
+        out["onnx"] = onnx_beside_jax(predictor.bundle)
+    except ImportError as e:
+        out["skipped"]["onnx"] = f"ONNX export or onnxruntime not installed: {e}"
     pictures = group_photos(jpegs, photos)
     try:
         out["detect"] = {"detector": detector,
@@ -154,6 +160,11 @@ def format_lines(section: dict[str, Any]) -> list[str]:
     if "gender_acc" in v1:
         lines.append("  labels on the benchmark sample, 1 / 2 views: " + ", ".join(
             f"{k} {v1[k]:.4f} / {v2[k]:.4f}" for k in ("age_mae", "gender_acc", "race_acc")))
+    if "onnx" in section:
+        o = section["onnx"]
+        lines.append(f"  ONNX under onnxruntime: {o['onnx_crops_s']:,.0f} crops/s against "
+                     f"{o['jax_crops_s']:,.0f} for the jitted model (decoded crops, batch "
+                     f"{o['batch']}; max difference {o['max_abs_diff']:.1e})")
     if "detect" in section:
         d = section["detect"]
         lines.append(f"  with detection ({d['detector']}): {d['photos_s']:,.1f} photos/s of "
