@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_loopback(args.url)
     image = Path(args.image).read_bytes() if args.image else generated_image(args.detect)
-    server = spawn(args.url, args.spawn) if args.spawn else None
+    server = spawn(args.url, args.spawn) if args.spawn is not None else None
     try:
         report = asyncio.run(load(args.url, image, args.clients, args.requests, args.detect,
                                   args.max_seconds, args.timeout))

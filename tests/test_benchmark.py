@@ -71,6 +71,9 @@ def tiny_report(tmp_path_factory):
         loop_steps=2, loop_windows=2, loop_short_steps=1,
         repeats=2, repeat_sections=("ror", "loop"),  # in this process: exercises the pooling
         accelerator=True,  # adds per-device img/s and MFU (None: no bf16 peak known for CPU)
+        # `predict` times the released model end to end: tests/test_predict_bench.py covers
+        # it on a tiny run.
+        sections=tuple(s for s in suite.SECTIONS if s != "predict"),
     )
     work = tmp_path_factory.mktemp("bench")
     # In this process (a child per section costs ~10 s each here); the sections' arguments
@@ -330,10 +333,11 @@ def test_each_model_section_runs_on_its_own_cpu_split_unless_the_flag_says(monke
     fake("pipeline", {"source": "fake"})
     fake("loop", {"loop_efficiency": 1.0})
     fake("inference", {})
+    fake("predict", {"views_1": {"crops_s": 1.0}})
     two = suite.Suite(models=[ModelSpec("ror", 16, 8, cpu_devices=2), ModelSpec("resnet18", 16, 8)])
     suite.run_suite(two, None, tmp_path)
     assert calls == [("machine", 0), ("model", 2), ("model", 0), ("pipeline", 0), ("loop", 2),
-                     ("loop", 2), ("loop", 2), ("inference", 2)]
+                     ("loop", 2), ("loop", 2), ("inference", 2), ("predict", 0)]
     calls.clear()
     suite.run_suite(two, None, tmp_path, cpu_devices=1)  # --cpu_devices 1 wins everywhere
     assert {devices for _, devices in calls} == {1}
@@ -344,7 +348,8 @@ def test_each_model_section_runs_on_its_own_cpu_split_unless_the_flag_says(monke
     two.repeats, two.repeat_sections = 2, ("resnet18", "loop_host_augment")
     report = suite.run_suite(two, None, tmp_path)
     assert [name for name, _ in calls] == ["machine", "model", "model", "model", "pipeline",
-                                           "loop", "loop", "loop", "loop", "inference"]
+                                           "loop", "loop", "loop", "loop", "inference",
+                                           "predict"]
     assert "repeats" not in report["step"]["ror"] and report["step"]["resnet18"]["repeats"] == 2
     assert report["loop_host_augment"]["repeats"] == 2 and "repeats" not in report["loop"]
     calls.clear()
