@@ -152,3 +152,27 @@ def test_haar_detector_box_only():
     assert len(faces[0]) >= 1 and faces[0][0].landmarks is None
     x0, y0, x1, y1 = faces[0][0].box
     assert 50 <= (x0 + x1) / 2 <= 250 and 50 <= (y0 + y1) / 2 <= 250
+
+
+def test_released_model_detects_aligns_and_predicts_real_faces():
+    """The whole path a user runs (`Predictor.default()`, real MTCNN, landmark alignment) on
+    UTKFace crops padded into larger canvases: one face each, landmarks inside its box, an
+    age inside its interval, probabilities that sum to 1."""
+    from agr_jax.inference.predictor import Predictor
+
+    crops = _utk_crops(3)  # UTKFace crops are 200 x 200
+    canvases = []
+    for crop in crops:
+        canvas = np.full((crop.shape[0] * 2, crop.shape[1] * 2, 3), 128, np.uint8)
+        canvas[100:100 + crop.shape[0], 150:150 + crop.shape[1]] = crop
+        canvases.append(canvas)
+    records = Predictor.default(buckets=(8,))(canvases, detect="mtcnn")
+    assert [r["path"] for r in records] == [f"<array #{i}>" for i in range(3)], records
+    for r in records:
+        x0, y0, x1, y1 = r["box"]  # centred inside the pasted crop
+        assert 150 < (x0 + x1) / 2 < 150 + 200 and 100 < (y0 + y1) / 2 < 100 + 200, r["box"]
+        assert all(x0 <= x <= x1 and y0 <= y <= y1 for x, y in r["landmarks"]), r
+        lo, hi = r["age_interval"]
+        assert lo <= r["age"] <= hi and not r["abstained"], r
+        assert sum(r["race_prob"].values()) == pytest.approx(1.0, abs=1e-3)
+        assert sum(r["gender_prob"].values()) == pytest.approx(1.0, abs=1e-3)
