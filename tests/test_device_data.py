@@ -5,7 +5,7 @@
 - `auto` says where and why; `device` refuses what it cannot do;
 - training with the split on device and 4 steps per call reaches the parameters of host
   batches and one step per call, on 1 device (in-process) and 8 (a subprocess), and a run
-  killed between checkpoints resumes to the same parameters.
+  killed between checkpoints resumes to the same parameters, on 1 device and on 8.
 """
 
 from __future__ import annotations
@@ -184,19 +184,21 @@ def test_device_placement_resumes_exactly(one_device, synthetic_dir, synthetic_t
     assert max(errors.values()) < RTOL, sorted(errors.items(), key=lambda kv: -kv[1])[:3]
 
 
-def test_device_placement_with_4_steps_per_call_matches_host_on_8_devices(
+def test_device_placement_with_4_steps_per_call_matches_host_and_resumes_on_8_devices(
         synthetic_dir, synthetic_tfds, tmp_path):
     import subprocess
     import sys
 
-    procs = {}
-    for placement, k in (("host", 1), ("device", 4)):
+    def start(placement: str, k: int, workdir) -> subprocess.Popen:
         config = _train_config(synthetic_dir, synthetic_tfds, placement, k)
         augment = [f"--config.data.augment.{key}={value}" for key, value in AUGMENT.items()]
         cmd = [sys.executable, "-m", "agr_jax.train", f"--config={ROOT}/configs/quickstart.py",
-               f"--workdir={tmp_path / placement}", *_flags(config), *augment]
-        procs[placement] = subprocess.Popen(cmd, env=_env(8), stdout=subprocess.PIPE,
-                                            stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+               f"--workdir={workdir}", *_flags(config), *augment]
+        return subprocess.Popen(cmd, env=_env(8), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+
+    procs = {placement: start(placement, k, tmp_path / placement)
+             for placement, k in (("host", 1), ("device", 4))}
     logs = {name: p.communicate(timeout=TIMEOUT)[0] for name, p in procs.items()}
     for name, p in procs.items():
         _check(p, logs[name])
@@ -208,6 +210,19 @@ def test_device_placement_with_4_steps_per_call_matches_host_on_8_devices(
     assert max(errors.values()) < RTOL, sorted(errors.items(), key=lambda kv: -kv[1])[:3]
     saved = json.loads((tmp_path / "device" / "config.json").read_text())
     assert saved["steps_per_call"] == 4 and saved["data"]["placement"] == "device"
+
+    # Killed after the checkpoint before the last (step 6, the epoch's end), resumed on 8
+    # devices: the same parameters.
+    shutil.copytree(tmp_path / "device", tmp_path / "resumed")
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / str(STEPS))
+    resumed_proc = start("device", 4, tmp_path / "resumed")
+    log = resumed_proc.communicate(timeout=TIMEOUT)[0]
+    _check(resumed_proc, log)
+    assert f"resumed from step {STEPS - 2} " in log, log[-3000:]
+    (straight, _), (resumed, meta) = _restore_params(tmp_path / "device", tmp_path / "resumed")
+    assert meta["step"] == STEPS
+    errors = _rel_errors(resumed, straight)
+    assert max(errors.values()) < RTOL, sorted(errors.items(), key=lambda kv: -kv[1])[:3]
 
 
 def test_evaluation_reads_the_device_copy(one_device, caplog):
