@@ -101,3 +101,17 @@ def test_detected_landmarks_of_an_aligned_real_face_sit_on_the_template():
     # own jitter plus the face's shape (other crops: up to 10 px mean, docs/detection.md)
     distance = np.linalg.norm(again.landmarks - 50 - align.template_points(200), axis=1)
     assert distance.mean() < 5 and distance.max() < 10, distance
+
+
+def test_a_shrinking_warp_is_the_training_resize_not_point_sampling():
+    """Framing a 200 px crop to 80 px must give what training's decode gives (PIL's
+    antialiased bilinear resize), not a point-sampled, aliased face."""
+    from PIL import Image
+
+    noise = np.random.default_rng(3).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    k = 80 / 200  # pixel-index coordinates: p_out + 0.5 = k * (p_in + 0.5)
+    shrink = np.array([[k, 0.0, 0.5 * k - 0.5], [0.0, k, 0.5 * k - 0.5]])
+    expected = np.asarray(Image.fromarray(noise).resize((80, 80), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(align.warp_affine(noise, shrink, 80), expected)
+    aliased = align._warp_point_sampled(noise, shrink, 80).astype(int)
+    assert np.abs(aliased - expected).mean() > 20  # the test can tell the two apart

@@ -28,10 +28,9 @@ from agr_jax.data import pipeline
 from agr_jax.data.decoded_cache import DecodedSource
 from agr_jax.train import device_data, multi_step
 from agr_jax.train.nonfinite import NonFiniteGuard
-from agr_jax.train.prefetch import DevicePrefetcher
 from agr_jax.train.step import make_train_step
 
-DEVICE_PREFETCH = 2
+DEVICE_PREFETCH = loop_bench.DEVICE_PREFETCH
 
 
 class DeviceLoopBench:
@@ -91,27 +90,20 @@ def run(bench: DeviceLoopBench, steps: int, windows: int, log_every: int = 50,
     calls = max(1, -(-steps // bench.k))
     bench.run(bench.block)  # compile
     jax.block_until_ready(bench.state)
-    loop_t, pure_t = [], []
-    it = blocks = None
     guard = NonFiniteGuard(skip=False)
     call_numbers = itertools.count(1)  # runs on across windows, as training's step
-    for _ in range(windows):
-        if it is None:
-            it = bench.batches()
-            blocks = DevicePrefetcher(it, put=bench.put, size=DEVICE_PREFETCH)
+
+    def window(blocks: Any, n: int) -> float:
         # train/loop.py's hot path, one call per "step" (metrics one call late, scalars
         # every `log_every` steps = every log_every / K calls).
-        window = functools.partial(loop_bench._loop_window, bench, blocks,
-                                   step_numbers=call_numbers, guard=guard,
-                                   log_every=max(1, log_every // bench.k))
-        window(DEVICE_PREFETCH + 1)  # start-up and what the pipeline read ahead
-        loop_t.append(window(calls)[0])
-        if restart_iterator:
-            it.close()
-            it = blocks = None
-        pure_t.append(bench.time_window(calls))
-    if it is not None:
-        it.close()
+        return loop_bench._loop_window(bench, blocks, n, call_numbers, guard,
+                                       max(1, log_every // bench.k))[0]
+
+    loop_t, pure_t, _ = loop_bench.alternate_windows(
+        bench.batches, bench.put, windows, restart_iterator,
+        warm=lambda b: window(b, DEVICE_PREFETCH + 1),  # start-up, what was read ahead
+        timed_loop=lambda b: window(b, calls),
+        timed_pure=lambda: bench.time_window(calls))
     if bench.traces != 1:
         raise RuntimeError(f"device loop call traced {bench.traces} times; expected 1")
     ratios = round_ratios(pure_t, loop_t)

@@ -27,8 +27,8 @@ from __future__ import annotations
 import itertools
 import statistics
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import jax
 
@@ -39,6 +39,8 @@ from agr_jax.data import pipeline
 from agr_jax.train.nonfinite import NonFiniteGuard
 from agr_jax.train.prefetch import DevicePrefetcher
 
+T = TypeVar("T")
+U = TypeVar("U")
 Window = tuple[float, float | None]  # seconds for the whole window, and at the lap (or None)
 
 
@@ -86,6 +88,37 @@ DEVICE_PREFETCH = 2
 WORKER_BUFFER = 2  # batches each grain worker prepares ahead
 READ_THREADS = 2
 LONG_WINDOW_BUFFERS = 4  # timed steps per window, in `buffered_batches`
+
+
+def alternate_windows(open_batches: Callable[[], Any], put: Callable[[Any], Any],
+                      windows: int, restart_iterator: bool,
+                      warm: Callable[[DevicePrefetcher], Any],
+                      timed_loop: Callable[[DevicePrefetcher], T],
+                      timed_pure: Callable[[], U]) -> tuple[list[T], list[U], int]:
+    """`windows` loop/pure pairs, the pipeline's iterator closed before each pure window when
+    `restart_iterator` (and reopened for the next loop window). Each loop window first runs
+    `warm` (untimed: start-up and what was read ahead). Returns the loop results, the pure
+    results and how many iterators were started."""
+    loop_w: list[T] = []
+    pure_w: list[U] = []
+    it = batches = None
+    started = 0
+    try:
+        for _ in range(windows):
+            if it is None:
+                it = open_batches()
+                started += 1
+                batches = DevicePrefetcher(it, put=put, size=DEVICE_PREFETCH)
+            warm(batches)
+            loop_w.append(timed_loop(batches))
+            if restart_iterator:
+                it.close()
+                it = batches = None
+            pure_w.append(timed_pure())
+    finally:
+        if it is not None:
+            it.close()
+    return loop_w, pure_w, started
 
 
 def buffered_batches(workers: int) -> int:
@@ -142,25 +175,12 @@ def run(bench: StepBench, source: Any, steps: int, windows: int, workers: int,
     drain = buffered_batches(workers)
     guard = NonFiniteGuard(skip=False)
     step_numbers = itertools.count(1)  # runs on across windows, as training's step
-    loop_w, pure_w = [], []
-    it = batches = None
-    iterators = 0
-    for _ in range(windows):
-        if it is None:
-            it = iter(ds)
-            iterators += 1
-            batches = DevicePrefetcher(it, put=bench.put, size=DEVICE_PREFETCH)
-        # Start-up + what was prepared ahead.
-        _loop_window(bench, batches, drain, step_numbers, guard, log_every)
-        loop_w.append(_loop_window(bench, batches, steps, step_numbers, guard, log_every,
-                                   short_steps))
-        if restart_iterator:
-            it.close()
-            it = batches = None
-        pure_w.append(_pure_window(bench, steps, short_steps))
-    if it is not None:
-        it.close()
-    del batches, it
+    loop_w, pure_w, iterators = alternate_windows(
+        lambda: iter(ds), bench.put, windows, restart_iterator,
+        warm=lambda b: _loop_window(bench, b, drain, step_numbers, guard, log_every),
+        timed_loop=lambda b: _loop_window(bench, b, steps, step_numbers, guard, log_every,
+                                          short_steps),
+        timed_pure=lambda: _pure_window(bench, steps, short_steps))
     bench.check_no_recompile()
     out = {
         "model": spec.key,

@@ -372,7 +372,8 @@ def format_report(report: dict[str, Any]) -> str:
     head = (f"{'step':<20}{'px':>5}{'batch':>7}{'dev':>5}{'img/s':>10}{'ms/step':>10}"
             f"{'compile s':>11}"
             f"{'GFLOP/img':>11}{'TFLOP/s':>9}{'util':>7}" + (f"{'MFU':>7}" if accel else ""))
-    lines.append(head)
+    if report["step"]:  # --sections without step leaves it empty: no orphan header
+        lines.append(head)
     for key, r in report["step"].items():
         util = f"{r['utilisation']:.2f}" if r["utilisation"] is not None else "-"
         mfu = (f"{r['mfu']:>7.3f}" if r.get("mfu") is not None else f"{'-':>7}") if accel else ""

@@ -1,16 +1,17 @@
 """Frame detected faces as UTKFace's training crops are framed.
 
 `align_face` maps the 5 MTCNN landmarks onto `TEMPLATE` with the least-squares similarity
-transform (Umeyama 1991) and warps bilinearly; `crop_box` serves box-only detectors with a
-square crop whose margin reproduces `BOX_TEMPLATE`. Both templates were MEASURED on UTKFace
-crops (MTCNN run on each crop padded into a black canvas; per-coordinate medians), see
-benchmarks/align_template.py. Normalised coordinates: (pixel index + 0.5) / crop side, so
-0..1 spans the crop whatever its size.
+transform (Umeyama 1991) and warps bilinearly (antialiased when it shrinks); `crop_box`
+serves box-only detectors with a square crop whose margin reproduces `BOX_TEMPLATE`. Both
+templates were MEASURED on UTKFace crops (MTCNN run on each crop padded into a black canvas;
+per-coordinate medians), see benchmarks/align_template.py. Normalised coordinates: (pixel
+index + 0.5) / crop side, so 0..1 spans the crop whatever its size.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 # nice -n 10 python benchmarks/align_template.py --n 2000 --seed 0 --data ../shared/utkface
 # -> 1971 of 2000 crops kept; IQR per coordinate 0.016-0.044 of the crop (docs/detection.md).
@@ -40,9 +41,35 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([scale * rotation, (mu_d - scale * rotation @ mu_s)[:, None]])
 
 
+# A minifying warp first samples at the source's own scale, at most this many times `size`.
+MAX_SUPERSAMPLE = 8
+
+
 def warp_affine(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
-    """(size, size, C) uint8: output pixel p takes the bilinear sample of `image` at
-    matrix^-1 p (pixel-index coordinates); outside the image reads black."""
+    """(size, size, C) uint8: `image` mapped by `matrix` (pixel-index coordinates); outside
+    the image reads black.
+
+    The training crops are PIL's antialiased bilinear resize of a ~200 px crop; point
+    sampling a face 2.5x larger than `size` aliases instead, and the model reads the
+    sharper, noisier face differently (issue 27's alignment check: race -1 point, age +0.5
+    years). So a minifying map is warped at about the source's scale and then resized by
+    PIL, as the training decode does."""
+    scale = float(np.sqrt(abs(np.linalg.det(np.asarray(matrix, np.float64)[:, :2]))))
+    if scale <= 0 or not np.isfinite(scale):
+        raise ValueError(f"warp_affine: singular matrix {matrix}")
+    if scale >= 1.0:
+        return _warp_point_sampled(image, matrix, size)
+    side = int(min(np.ceil(size / scale), MAX_SUPERSAMPLE * size))
+    k = side / size  # output pixel p of `size` covers (p + 0.5) * k - 0.5 of `side`
+    up = np.array([[k, 0.0, 0.5 * k - 0.5], [0.0, k, 0.5 * k - 0.5], [0.0, 0.0, 1.0]])
+    large = _warp_point_sampled(image, (up @ np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2], side)
+    channels = large.shape[2]
+    resized = Image.fromarray(large if channels != 1 else large[..., 0]).resize(
+        (size, size), Image.Resampling.BILINEAR)
+    return np.asarray(resized).reshape(size, size, channels)
+
+
+def _warp_point_sampled(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     inverse = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
     u = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
