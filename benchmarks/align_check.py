@@ -7,7 +7,9 @@ Each test-split crop is predicted twice: as given (`detect="none"`, the framing 
 was trained on) and padded into a canvas `--canvas` times its size (mid-grey border) and
 run through the detector and the landmark alignment (`detect="mtcnn"`). Reports the share
 of faces found, the agreement of the two (gender, race, age within 5 years, mean age
-difference) and the accuracy of both on the labels. Writes
+difference) beside the agreement of the crop with its own mirror image (how stable the model
+is without any framing change), the accuracy of both on the labels, and the paired
+differences with 95 % bootstrap intervals. Writes
 `<workdir>/eval/align_check_<split>.json`. The model is the run's checkpoint, or the
 release folder given with --release (the split still comes from --workdir's dataset).
 """
@@ -47,15 +49,57 @@ def central_face(records: list[dict], side: float) -> dict | None:
     return min(faces, key=distance)
 
 
+def agreement(a: list[dict], b: list[dict]) -> dict:
+    return {
+        "gender": float(np.mean([p["gender"] == d["gender"] for p, d in zip(a, b, strict=True)])),
+        "race": float(np.mean([p["race"] == d["race"] for p, d in zip(a, b, strict=True)])),
+        "age_within_5": float(np.mean([abs(p["age"] - d["age"]) <= 5
+                                       for p, d in zip(a, b, strict=True)])),
+        "age_mean_abs_diff": float(np.mean([abs(p["age"] - d["age"])
+                                            for p, d in zip(a, b, strict=True)])),
+    } if a else {}
+
+
+def paired_differences(a: list[dict], b: list[dict], labels: dict[str, np.ndarray],
+                       resamples: int = 2000, seed: int = 0) -> dict:
+    """b minus a on the same faces: accuracy differences and the MAE difference, each with a
+    95 % paired bootstrap interval (faces resampled together), so "do they agree" is read
+    against the noise of a 1,852-face split, not against zero."""
+    rng = np.random.default_rng(seed)
+    per_face = {
+        "gender_acc": [np.array([r["gender"] == g for r, g in zip(x, labels["gender_name"],
+                                                                   strict=True)], float)
+                       for x in (a, b)],
+        "race_acc": [np.array([r["race"] == g for r, g in zip(x, labels["race_name"],
+                                                               strict=True)], float)
+                     for x in (a, b)],
+        "age_mae": [np.abs(np.array([r["age"] for r in x]) - labels["age"]) for x in (a, b)],
+    }
+    known = labels["race"] >= 0
+    per_face["race_acc"] = [v[known] for v in per_face["race_acc"]]
+    out = {}
+    for key, (first, second) in per_face.items():
+        diff = second - first
+        idx = rng.integers(0, len(diff), (resamples, len(diff)))
+        lo, hi = np.percentile(diff[idx].mean(axis=1), [2.5, 97.5])
+        out[key] = {"difference": float(diff.mean()), "ci95": [float(lo), float(hi)]}
+    return out
+
+
+def mirrored(jpeg: bytes) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))[:, ::-1])
+
+
 def check(predictor, source, detector: str, factor: float, limit: int | None) -> dict:
     n = len(source) if limit is None else min(limit, len(source))
-    plain, detected, missed = [], [], 0
+    plain, mirror, detected, missed = [], [], [], 0
     kept: list[int] = []
     detect_error = None
     for start in range(0, n, CHUNK):
         rows = [source[i] for i in range(start, min(start + CHUNK, n))]
         jpegs = [r["image"] for r in rows]
         plain += predictor(jpegs, detect="none")
+        mirror += predictor([mirrored(j) for j in jpegs], detect="none")
         if detect_error is not None:
             continue
         try:
@@ -88,12 +132,15 @@ def check(predictor, source, detector: str, factor: float, limit: int | None) ->
     out["missed"] = missed
     out[detector] = scores(detected, sub, b.gender_names, b.race_names)
     out["none_on_found"] = scores([p for p, _ in pairs], sub, b.gender_names, b.race_names)
-    out["agreement"] = {
-        "gender": float(np.mean([p["gender"] == d["gender"] for p, d in pairs])),
-        "race": float(np.mean([p["race"] == d["race"] for p, d in pairs])),
-        "age_within_5": float(np.mean([abs(p["age"] - d["age"]) <= 5 for p, d in pairs])),
-        "age_mean_abs_diff": float(np.mean([abs(p["age"] - d["age"]) for p, d in pairs])),
-    } if pairs else {}
+    found_plain = [p for p, _ in pairs]
+    out["agreement"] = agreement(found_plain, detected)
+    # The model's own stability: the same crops mirrored (no framing change at all).
+    out["agreement_with_mirror"] = agreement([plain[i] for i in kept],
+                                             [mirror[i] for i in kept])
+    if pairs:
+        named = {**sub, "gender_name": [b.gender_names[int(g)] for g in sub["gender"]],
+                 "race_name": [b.race_names[int(r)] if r >= 0 else None for r in sub["race"]]}
+        out["paired_difference"] = paired_differences(found_plain, detected, named)
     return out
 
 

