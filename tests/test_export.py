@@ -5,6 +5,7 @@ the entry point writes both formats and their sidecar."""
 import json
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from inference_fakes import CALIBRATION, SIZE, fast_predictor, tiny_bundle
@@ -84,6 +85,25 @@ def test_onnx_has_a_symbolic_batch_and_uint8_input(bundle, exported):
     assert not any("custom" in op.lower() for op in ops), ops
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta["agr_jax"])["race_names"] == list(bundle.race_names)
+
+
+def _conv_layers(bundle) -> int:
+    """Convolution kernels in the weights (4-D leaves named kernel)."""
+    return sum(getattr(path[-1], "key", None) == "kernel" and np.ndim(leaf) == 4
+               for path, leaf in jax.tree_util.tree_leaves_with_path(bundle.variables))
+
+
+def test_each_file_holds_the_network_once(bundle, exported):
+    """One forward per file, whatever the number of outputs: a graph that traced the network
+    per output runs that many times slower in onnxruntime (XLA's CSE would hide it)."""
+    import onnx
+
+    layers = _conv_layers(bundle)
+    assert layers > 0
+    onnx_convs = sum(n.op_type == "Conv" for n in onnx.load(exported["onnx"]).graph.node)
+    assert onnx_convs == layers
+    module = jax.export.deserialize(bytearray(Path(exported["stablehlo"]).read_bytes()))
+    assert module.mlir_module().count("stablehlo.convolution") == layers
 
 
 ONE_GROUP = {**CALIBRATION, "age_interval": {"level": 0.9, "edges": [], "low": [-5.0],
