@@ -141,6 +141,17 @@ def test_bad_inputs_each_get_a_reason_and_the_rest_run(bundle, tmp_path, monkeyp
     assert all(r["age"] is not None for r in records[5:11])
 
 
+def test_decoding_in_threads_gives_the_same_records_in_order(bundle):
+    inputs = [_jpeg(photo(k, 64, 64, seed=k)) for k in range(11)]
+    inputs.insert(4, b"not an image at all")
+    serial = fast_predictor(bundle, decode_threads=1)(inputs, detect="none")
+    threaded_predictor = fast_predictor(bundle, decode_threads=3)
+    threaded = threaded_predictor(inputs, detect="none")
+    assert threaded_predictor._pool is not None  # the call did go through the threads
+    assert threaded == serial
+    assert serial[4]["reason"].startswith("error: not an image")
+
+
 def test_huge_input_refused_from_the_header_without_decoding(bundle, monkeypatch):
     decoded = []
     monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(1))

@@ -7,7 +7,9 @@ Calibration (temperatures, age interval) is applied on the host from the bundle.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,8 @@ class Predictor:
     def __init__(self, bundle: Bundle, *, views: int = 1, min_score: float = 0.0,
                  min_face: int = 0, detector: Detector | None = None,
                  buckets: Sequence[int] = BUCKETS,
-                 compiler_options: dict[str, Any] | None = None):
+                 compiler_options: dict[str, Any] | None = None,
+                 decode_threads: int | None = None):
         if views not in VIEWS:
             raise ValueError(f"views: expected one of {VIEWS}, got {views!r}")
         fitted = (bundle.calibration or {}).get("views", views)
@@ -54,6 +57,10 @@ class Predictor:
         self.min_score, self.min_face = float(min_score), int(min_face)
         self.buckets = tuple(sorted(buckets))
         self.traces = 0  # how often the forward was traced (one per bucket size used)
+        # threads that decode a call's images (None: one per CPU core, at most 16)
+        self.decode_threads = (min(16, os.cpu_count() or 1) if decode_threads is None
+                               else max(1, int(decode_threads)))
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._detectors: dict[str, Detector] = {}
         if detector is not None:
             self._detectors[detector.name] = detector
@@ -174,15 +181,28 @@ class Predictor:
         if detect not in DETECTORS:
             raise ValueError(f"detect: expected one of {DETECTORS}, got {detect!r}")
         items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
-        loaded: list[images.Loaded | str] = []
         size = self.bundle.image_size
-        for i, item in enumerate(items):
+
+        def load_one(i: int) -> images.Loaded | str:
             try:
-                loaded.append(images.crop(item, size, i) if detect == "none"
-                              else images.load(item, i))
+                return (images.crop(items[i], size, i) if detect == "none"
+                        else images.load(items[i], i))
             except images.BadInput as e:
-                loaded.append(f"{images.name_of(item, i)}\0{e}")
+                return f"{images.name_of(items[i], i)}\0{e}"
+
+        # JPEG decoding and PIL resizing release the GIL: on a many-core accelerator host
+        # one Python thread would otherwise bound the device at a few thousand crops/s.
+        if self.decode_threads > 1 and len(items) >= 2 * self.decode_threads:
+            loaded = list(self._decode_pool().map(load_one, range(len(items))))
+        else:
+            loaded = [load_one(i) for i in range(len(items))]
         return self.predict_loaded(loaded, detect)
+
+    def _decode_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(self.decode_threads,
+                                                               "agr-decode")
+        return self._pool
 
     def predict_loaded(self, loaded: Sequence[images.Loaded | str],
                        detect: str) -> list[dict[str, Any]]:
