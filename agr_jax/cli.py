@@ -7,6 +7,9 @@ import logging as std_logging
 from absl import logging
 
 QUIET_LIBRARIES = ("orbax", "tensorflow_datasets", "etils", "grain")
+# `agr_jax.inference.release.RELEASES`' names, here so that the entry points' parsers need
+# no JAX (tests check they agree).
+RELEASE_NAMES = ("default", "fast")
 
 
 class _QuietLibraries(std_logging.Filter):

@@ -1,9 +1,10 @@
-"""Export the model: `python -m agr_jax.export [--workdir W] --format stablehlo|onnx --out F`.
+"""Export the model: `python -m agr_jax.export [--workdir W | --model default|fast] --format
+stablehlo|onnx --out F`.
 
-Without --workdir the released model (`agr_jax/released`) is exported. Writes F (uint8 NHWC
-crops in, calibrated age, interval and probabilities out, any batch size) and F.json (class
-names, image size, calibration). `--mtcnn --out DIR` exports the MTCNN detector's three nets
-instead. See docs/serving.md.
+Without --workdir a released model is exported: --model default (`agr_jax/released`) or fast
+(`agr_jax/released_fast`). Writes F (uint8 NHWC crops in, calibrated age, interval and
+probabilities out, any batch size) and F.json (class names, image size, calibration).
+`--mtcnn --out DIR` exports the MTCNN detector's three nets instead. See docs/serving.md.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import json
 import sys
 from collections.abc import Sequence
 
+from agr_jax.cli import RELEASE_NAMES
+
 # `agr_jax.inference.export.FORMATS`, here so that the parser needs no JAX (tests check).
 FORMATS = ("stablehlo", "onnx")
 
@@ -21,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m agr_jax.export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", help="Training run (default: the released model).")
+    parser.add_argument("--model", choices=RELEASE_NAMES, default="default",
+                        help="Which released model without --workdir (fast: the small RoR); "
+                             "ignored with --workdir.")
     parser.add_argument("--checkpoint", choices=["best", "latest"],
                         help="With --workdir; default: the run's config.eval_checkpoint.")
     parser.add_argument("--format", required=True, choices=FORMATS)
@@ -46,11 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from agr_jax.inference import export as export_lib
     from agr_jax.inference.predictor import Predictor
-    from agr_jax.inference.release import read_release, released_dir
+    from agr_jax.inference.release import read_released
 
     # A run is calibrated on its validation split as `python -m agr_jax.predict` does it.
     bundle = (Predictor.from_workdir(args.workdir, args.checkpoint, views=args.views).bundle
-              if args.workdir else read_release(released_dir()))
+              if args.workdir else read_released(args.model))
     platforms = args.platforms.split(",") if args.platforms else None
     info = export_lib.export(bundle, args.format, args.out, args.views, platforms)
     print(json.dumps({k: info[k] for k in ("path", "bytes", "format", "input", "outputs")}))

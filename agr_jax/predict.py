@@ -1,18 +1,22 @@
-"""Predict age, gender and race: `python -m agr_jax.predict [--workdir W] [--detector
-mtcnn|haar|none] [--out F.jsonl|F.csv] [--annotate DIR] [--every N] [--camera 0]
-[--min_quality SCORE,PX] [--views 1|2] PATH...`.
+"""Predict age, gender and race: `python -m agr_jax.predict [--workdir W | --model
+default|fast] [--detector mtcnn|haar|none] [--out F.jsonl|F.csv] [--annotate DIR] [--every N]
+[--camera 0] [--min_quality SCORE,PX] [--views 1|2] PATH...`.
 
-PATHs are image files, folders (recursive), globs and video files. Without --workdir the
-released model (`agr_jax/released`) is used. Exit status 1 when any input failed.
+PATHs are image files, folders (recursive), globs and video files. Without --workdir a
+released model is used: --model default (`agr_jax/released`) or fast
+(`agr_jax/released_fast`). Exit status 1 when any input failed.
 """
 
 import sys
 
 from absl import app, flags, logging
 
-from agr_jax.cli import setup_logging
+from agr_jax.cli import RELEASE_NAMES, setup_logging
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run (default: the released model).")
+_MODEL = flags.DEFINE_enum("model", "default", list(RELEASE_NAMES),
+                           "Which released model without --workdir (fast: the small RoR); "
+                           "ignored with --workdir.")
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", None, ["best", "latest"],
                                 "With --workdir; default: the run's config.eval_checkpoint.")
 _DETECTOR = flags.DEFINE_enum("detector", "mtcnn", ["mtcnn", "haar", "none"],
@@ -51,7 +55,7 @@ def main(argv):
     min_score, min_face = quality(_MIN_QUALITY.value, _MIN_SCORE.value, _MIN_FACE.value)
     options = dict(views=int(_VIEWS.value), min_score=min_score, min_face=min_face)
     predictor = (Predictor.from_workdir(_WORKDIR.value, _CHECKPOINT.value, **options)
-                 if _WORKDIR.value else Predictor.default(**options))
+                 if _WORKDIR.value else Predictor.default(_MODEL.value, **options))
     sys.exit(run(predictor, paths, detect=_DETECTOR.value, out=_OUT.value,
                  annotate_dir=_ANNOTATE.value, every=_EVERY.value, camera=_CAMERA.value))
 

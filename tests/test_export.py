@@ -130,7 +130,7 @@ def test_entry_point_exports_the_release_by_default(bundle, tmp_path, monkeypatc
     from agr_jax.inference import release
 
     folder = release.write_release(bundle, tmp_path / "release", dtype=np.float32)
-    monkeypatch.setattr(release, "released_dir", lambda: folder)
+    monkeypatch.setattr(release, "released_dir", lambda name="default": folder)
     out = tmp_path / "cli.stablehlo"
     assert entry.main(["--format", "stablehlo", "--out", str(out)]) == 0
     assert entry.FORMATS == export.FORMATS

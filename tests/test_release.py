@@ -91,7 +91,7 @@ def test_from_workdir_calibrates_like_the_release(released, trained):
 
 
 def test_default_without_a_release_says_how_to_make_one(tmp_path, monkeypatch):
-    monkeypatch.setattr(release, "released_dir", lambda: tmp_path)
+    monkeypatch.setattr(release, "released_dir", lambda name="default": tmp_path)
     with pytest.raises(FileNotFoundError, match="no released model here.*agr_jax.release"):
         Predictor.default()
 

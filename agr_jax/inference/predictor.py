@@ -87,11 +87,12 @@ class Predictor:
         return cls(read_release(folder), **kwargs)
 
     @classmethod
-    def default(cls, **kwargs: Any) -> Predictor:
-        """The model released with the package (`agr_jax/released`)."""
-        from agr_jax.inference.release import released_dir
+    def default(cls, model: str = "default", **kwargs: Any) -> Predictor:
+        """A model released with the package: `model` "default" (`agr_jax/released`) or
+        "fast" (`agr_jax/released_fast`), see `release.RELEASES`."""
+        from agr_jax.inference.release import read_released
 
-        return cls.from_release(released_dir(), **kwargs)
+        return cls(read_released(model), **kwargs)
 
     # --- the model --------------------------------------------------------------------
     def _make_forward(self):

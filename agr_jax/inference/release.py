@@ -21,11 +21,31 @@ from agr_jax.inference.bundle import Bundle
 
 MODEL_JSON, WEIGHTS, EVALUATION, CARD = ("model.json", "weights.npz", "evaluation.json",
                                          "MODEL_CARD.md")
+# The releases shipped in the package, by name -> folder under agr_jax/: "default" the
+# accurate recipe, "fast" a small RoR for the 2,700 crops/s CPU target the default misses.
+RELEASES = {"default": "released", "fast": "released_fast"}
+# The recipe each release is trained with (named in the error when its folder is empty).
+RECIPES = {"default": "configs/utkface_cpu.py", "fast": "configs/utkface_fast.py"}
 
 
-def released_dir() -> Path:
-    """The package's released model (`agr_jax/released`)."""
-    return Path(__file__).resolve().parents[1] / "released"
+def released_dir(name: str = "default") -> Path:
+    """The package's release `name` (`RELEASES`; "default": `agr_jax/released`)."""
+    if name not in RELEASES:
+        raise ValueError(f"release: expected one of {sorted(RELEASES)}, got {name!r}")
+    return Path(__file__).resolve().parents[1] / RELEASES[name]
+
+
+def read_released(name: str = "default") -> Bundle:
+    """The package's release `name`; a missing one's error also names its training recipe,
+    since a fresh checkout may ship a release's folder before its weights exist."""
+    folder = released_dir(name)
+    try:
+        return read_release(folder)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(
+            f"{e}. Release {name!r} is trained with `python -m agr_jax.train --config "
+            f"{RECIPES[name]} --workdir RUN`, then `python -m agr_jax.release --workdir RUN "
+            f"--out agr_jax/{RELEASES[name]}`") from None
 
 
 def write_weights(variables: dict[str, Any], path: Path, dtype: Any = np.float16) -> None:

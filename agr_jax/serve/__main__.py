@@ -1,8 +1,9 @@
-"""Serve the model over HTTP: `python -m agr_jax.serve [--workdir W] [--host 127.0.0.1]
-[--port 8000] [--detector mtcnn|haar|none]`.
+"""Serve the model over HTTP: `python -m agr_jax.serve [--workdir W | --model default|fast]
+[--host 127.0.0.1] [--port 8000] [--detector mtcnn|haar|none]`.
 
-Without --workdir the released model (`agr_jax/released`) is served. Routes: POST /v1/predict,
-GET /healthz, GET /metrics, the page at /. See docs/serving.md.
+Without --workdir a released model is served: --model default (`agr_jax/released`) or fast
+(`agr_jax/released_fast`). Routes: POST /v1/predict, GET /healthz, GET /metrics, the page
+at /. See docs/serving.md.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from agr_jax.cli import RELEASE_NAMES
 from agr_jax.serve.limits import DETECTORS, Limits
 
 
@@ -21,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m agr_jax.serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", help="Training run (default: the released model).")
+    parser.add_argument("--model", choices=RELEASE_NAMES, default="default",
+                        help="Which released model without --workdir (fast: the small RoR); "
+                             "ignored with --workdir.")
     parser.add_argument("--checkpoint", choices=["best", "latest"],
                         help="With --workdir; default: the run's config.eval_checkpoint.")
     parser.add_argument("--host", default="127.0.0.1",
@@ -53,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agr_jax.serve.app import create_app
 
     predictor = (Predictor.from_workdir(args.workdir, args.checkpoint, views=args.views)
-                 if args.workdir else Predictor.default(views=args.views))
+                 if args.workdir else Predictor.default(args.model, views=args.views))
     limits = Limits(max_bytes=int(args.max_mb * 2**20), max_faces=args.max_faces,
                     timeout_s=args.timeout, max_batch=args.max_batch,
                     max_wait_ms=args.max_wait_ms)
