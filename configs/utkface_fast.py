@@ -1,0 +1,32 @@
+"""The fast released model (`agr_jax/released_fast`, `--model fast`): a small RoR at 64 px on
+the real-data recipe, for the predict speed target of 2,700 crops/s on 2 CPU cores (one view,
+JPEG bytes -> records), which the ResNet-18 recipe (configs/utkface_cpu.py, ~570 crops/s,
+docs/predict.md) cannot reach: its forward alone is slower than the target.
+
+    python -m agr_jax.train --config configs/utkface_fast.py --workdir runs/fast
+    python -m agr_jax.evaluate --workdir runs/fast
+    python -m agr_jax.release --workdir runs/fast --out agr_jax/released_fast
+
+Expected result: not yet measured (neither accuracy nor crops/s: time it with
+`python -m agr_jax.benchmark --sections predict_fast` once the release is written).
+
+Only the model and its input differ from configs/utkface_cpu.py (data, split, tasks, loss
+weights, optimiser, schedule, evaluation): RoR width 16, stages (2, 2, 2, 2), as the CPU
+benchmark suite's RoR, at 64 px with pad-crop 5 (the recipe's 6 px at 80 px, scaled).
+"""
+
+from pathlib import Path
+
+from agr_jax.configuration import load_config_file
+
+
+def get_config():
+    c = load_config_file(Path(__file__).with_name("utkface_cpu.py"))
+    c.name = "utkface_fast"
+    c.data.image_size = 64
+    c.data.augment.pad_crop = 5
+    c.model = type(c.model)(
+        dict(name="ror", width=16, stage_sizes=(2, 2, 2, 2), head_hidden=(128,),
+             pooling="avg", dropout=0.1, conv_impl=c.model.conv_impl)
+    )  # fmt: skip  # a new ConfigDict: the recipe's ResNet-only options (stem_pool) go
+    return c
