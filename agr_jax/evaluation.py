@@ -238,9 +238,9 @@ def evaluate_workdir(
     from agr_jax import report as report_lib
     from agr_jax.data import prepare, tfds_builders, utkface
     from agr_jax.train import input as input_lib
+    from agr_jax.train import phases
     from agr_jax.train.checkpoint import require_checkpoint, restore_for_inference
     from agr_jax.train.loop import build_model_and_spec
-    from agr_jax.train.optim import make_optimizer
     from agr_jax.train.state import create_train_state
     from agr_jax.train.step import make_eval_step
 
@@ -253,7 +253,8 @@ def evaluate_workdir(
     tfds_dir = Path(config.data.tfds_dir) if config.data.get("tfds_dir") else workdir / "tfds"
     info = tfds_builders.dataset_info(tfds_dir)
     model, spec = build_model_and_spec(config, tfds_dir)
-    tx = make_optimizer(config.optimizer, max(int(config.total_steps), 1000))
+    # The optimiser's tree as training built it (phases wrap it): restoring checks structure.
+    tx = phases.run_optimizer(config, max(int(config.total_steps), 1000), steps_per_epoch=1)
     size = int(config.data.image_size)
     # Abstract template: restoring needs shapes and placement only, not an init compile.
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

@@ -67,6 +67,10 @@ def tiny_eval_run(tmp_path_factory, synthetic_dir):
     config = make_tiny_config(**{"data.dir": str(synthetic_dir), "data.image_size": 16,
                                  "eval_batch_size": 32})
     config.eval_flip_tta = True
+    # Fine-tuned the way configs/utkface_faceres.py is (phases + a trunk multiplier): the
+    # optimiser's tree then differs from a plain run's, and evaluation must restore it.
+    config.init.phases = ((1, (("backbone/*", 0.0),)), (0, ()))
+    config.optimizer.lr_multipliers = (("backbone/*", 0.3),)
     workdir = tmp_path_factory.mktemp("eval_run")
     train_and_evaluate(config, workdir)
     return workdir

@@ -26,7 +26,6 @@ from agr_jax.train import workdir as workdir_lib
 from agr_jax.train.checkpoint import Checkpoints
 from agr_jax.train.metric_writer import MetricWriter
 from agr_jax.train.nonfinite import NonFiniteGuard
-from agr_jax.train.optim import make_optimizer
 from agr_jax.train.prefetch import DevicePrefetcher
 from agr_jax.train.state import TrainState, count_params, create_train_state
 from agr_jax.train.step import make_eval_step, make_train_step
@@ -118,7 +117,7 @@ def train_and_evaluate(
     # Model and state (replicated on the mesh, so restores land on this run's devices).
     model, spec = build_model_and_spec(config, tfds_dir, bn_axis_name=dp.axis_name)
     phase_list = phases.parse_phases(config.init.phases, steps_per_epoch)
-    tx = phases.with_phases(make_optimizer(config.optimizer, total_steps), phase_list)
+    tx = phases.run_optimizer(config, total_steps, steps_per_epoch)
     size = int(config.data.image_size)
     ema_decay = float(config.optimizer.get("ema_decay", 0.0))
     state = create_train_state(model, tx, (size, size, 3), int(config.seed), ema=ema_decay > 0)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from agr_jax.train.optim import param_path, parse_lr_multipliers
+from agr_jax.train.optim import make_optimizer, param_path, parse_lr_multipliers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +95,15 @@ def with_phases(
     tx: optax.GradientTransformation, phases: Sequence[Phase]
 ) -> optax.GradientTransformation:
     return optax.chain(tx, scale_by_phase(phases)) if phases else tx
+
+
+def run_optimizer(config: Any, total_steps: int,
+                  steps_per_epoch: int) -> optax.GradientTransformation:
+    """The run's optimiser with its phases: the one tree its checkpoints hold, so whatever
+    restores a run (training's resume, evaluation) builds the same structure."""
+    spec = config.get("init", {}).get("phases", ())
+    return with_phases(make_optimizer(config.optimizer, total_steps),
+                       parse_phases(spec, steps_per_epoch))
 
 
 def hold_frozen_stats(phases: Sequence[Phase], step: jnp.ndarray, old: Any, new: Any) -> Any:
