@@ -38,7 +38,8 @@ _ISOLATE = flags.DEFINE_bool(
     "this one (debugging; measuring what sharing a process costs).")
 _PREDICT_WORKDIR = flags.DEFINE_string(
     "predict_workdir", None, "The `predict` section's model: this run's checkpoint "
-    "(default: the released model, agr_jax/released).")
+    "(default: the released model, agr_jax/released); `predict_fast` always times "
+    "agr_jax/released_fast.")
 
 
 def main(argv):
