@@ -102,6 +102,10 @@ def get_config() -> config_dict.ConfigDict:
     # Fine-tuning phases ((epochs, ((glob, multiplier), ...)), ...) (train/phases.py), e.g.
     # heads only, then all; on top of optimizer.lr_multipliers; 0 freezes params and BN stats.
     c.init.phases = ()
+    # > 0 (with init.checkpoint): re-measure every BatchNorm's statistics on this many training
+    # images, keeping the inference-mode function (train/bn_recalibration.py); needed for
+    # graphs whose BatchNorm was folded (TF.js, faceres), AdaBN for other domains' weights.
+    c.init.recalibrate_bn_images = 0
 
     c.log_every_steps = 50
     c.checkpoint_every_steps = 0  # 0: at the end of every epoch

@@ -10,7 +10,8 @@ docs/predict.md) cannot reach: its forward alone is slower than the target.
 Measured (2026-12-07, README test split; docs/predict.md): 11 min 21 s of training; one view
 (the release) gender 0.904, race 0.823, age MAE 6.23; 18 views 0.911 / 0.842 / 5.94;
 2,139 crops/s end to end on 2 CPU cores (`python -m agr_jax.benchmark --sections
-predict_fast`), against the default release's 621: the 2,700 target is not met. At 50 px
+predict_fast`; 2,248 with s28's pipelined decode), against the default release's 621 (442
+for the faceres default that replaced it): the 2,700 target is not met. At 50 px
 (`--config.data.image_size=50 --config.data.augment.pad_crop=4`) it reads 2,567-2,872 crops/s
 but one view drops to 0.889 / 0.799 / 6.52, so the release stays at 64 px.
 

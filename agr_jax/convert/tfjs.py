@@ -18,8 +18,11 @@ or `Relu` -> `Minimum` 6 -> `Maximum` 0). That is exactly agr_jax's `mobilenet` 
 layer (conv1, then 13 depthwise/pointwise pairs; "SAME" on the even sizes we train at equals
 Keras' bottom/right padding), so no model file of its own is needed. Each folded BatchNorm is
 unfolded into ours as scale = the Mul constant (1 without one), bias = the Add constant,
-mean 0 and var 1 - epsilon, so the layer computes exactly what the graph does and fine-tuning
-has a BatchNorm to train.
+mean 0 and var 1 - epsilon, so the layer computes exactly what the graph does in inference
+mode and fine-tuning has a BatchNorm to train. Statistics of 0 / 1 are not the real ones,
+though: a training-mode forward (batch statistics) is then a different net. Fine-tune with
+`config.init.recalibrate_bn_images` > 0 (train/bn_recalibration.py), which measures them on
+the training images and keeps the inference-mode function; configs/utkface_faceres.py does.
 
 Input: faceres expects BGR in 0..255 (benchmarks/faceres_check.py: its heads read at chance
 on [-1, 1], best on BGR 0..255); agr_jax models see RGB in [-1, 1]. The defaults fold both

@@ -63,6 +63,7 @@ def load_workdir(workdir: str | Path, which: str | None = None) -> Bundle:
         gender_names=tuple(utkface.GENDERS), race_names=race_names, variables=variables,
         source={"workdir": str(workdir), "config_name": config.get("name"),
                 "checkpoint": which, "step": int(meta["checkpoint_step"]),
+                "init_checkpoint": config.get("init", {}).get("checkpoint"),
                 "param_count": int(sum(np.size(x) for x in _leaves(variables["params"])))},
     )
 

@@ -49,7 +49,10 @@ def generate(report: Mapping[str, Any], description: Mapping[str, Any],
         f"- parameters: {source.get('param_count', '?'):,}; weights float16, "
         f"{weights_bytes / 1e6:.1f} MB",
         f"- trained by run `{source.get('config_name')}` ({source.get('checkpoint')} checkpoint, "
-        f"step {source.get('step')})", "",
+        f"step {source.get('step')})",
+        *([f"- initialised from pretrained weights `{source['init_checkpoint']}` "
+           f"(init.checkpoint; configs/{source.get('config_name')}.py says where they come "
+           "from and their licence)"] if source.get("init_checkpoint") else []), "",
         "## Data and split", "",
         f"- dataset: {report.get('dataset')}; evaluated on `{report.get('source')}`",
         f"- split: {report.get('protocol')}",

@@ -108,7 +108,10 @@ def release_workdir(workdir: str | Path, out: str | Path, which: str | None = No
         report.pop(key, None)
     bundle.calibration = {**report["calibration"], "views": views}
     name = bundle.source.get("config_name") or "CONFIG"
+    start = bundle.source.get("init_checkpoint")
     bundle.source["reproduce"] = [
+        *([f"# first the pretrained start {start} (init.checkpoint): configs/{name}.py's "
+           "docstring gives the download and convert commands"] if start else []),
         f"python -m agr_jax.train --config configs/{name}.py --workdir {workdir}",
         f"python -m agr_jax.release --workdir {workdir} --out {out}"
         + (f" --views {views}" if views != 1 else ""),

@@ -19,8 +19,16 @@ from tqdm import tqdm
 
 from agr_jax import configuration, evaluation, metrics, models, tasks
 from agr_jax.data import tfds_builders
+from agr_jax.train import (
+    bn_recalibration,
+    device_data,
+    faults,
+    init_weights,
+    multi_step,
+    parallel,
+    phases,
+)
 from agr_jax.train import calls as calls_lib
-from agr_jax.train import device_data, faults, init_weights, multi_step, parallel, phases
 from agr_jax.train import input as input_lib
 from agr_jax.train import workdir as workdir_lib
 from agr_jax.train.checkpoint import Checkpoints
@@ -90,6 +98,12 @@ def validate_split(
     return metrics.summary(result)
 
 
+def _calibration_images(config: ml_collections.ConfigDict, source: Any, count: int) -> list:
+    """The same `count` unaugmented training images on every process (spread over the split)."""
+    rows = bn_recalibration.StridedRows(source, count)
+    return [batch["image"] for batch in input_lib.make_eval_batches(config, rows)]
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str | Path, overwrite: bool = False
 ) -> dict[str, float]:
@@ -121,7 +135,11 @@ def train_and_evaluate(
     size = int(config.data.image_size)
     ema_decay = float(config.optimizer.get("ema_decay", 0.0))
     state = create_train_state(model, tx, (size, size, 3), int(config.seed), ema=ema_decay > 0)
-    state = dp.replicate(init_weights.initialise(state, config.init))  # a resume overrides it
+    state = init_weights.initialise(state, config.init)  # a resume overrides it
+    if config.init.checkpoint and int(config.init.get("recalibrate_bn_images", 0)) > 0:
+        state = bn_recalibration.recalibrate_state(model, state, _calibration_images(
+            config, train_source, int(config.init.recalibrate_bn_images)))
+    state = dp.replicate(state)
     log.info("model %s: %s parameters", config.model.name, f"{count_params(state.params):,}")
 
     placement = device_data.choose_placement(config, [train_source, val_source], dp.mode)
