@@ -26,7 +26,7 @@ import numpy as np
 from agr_jax.configuration import load_config_file
 from agr_jax.train import bn_recalibration, init_weights
 from agr_jax.train import input as input_lib
-from agr_jax.train.loop import _calibration_images, build_model_and_spec
+from agr_jax.train.loop import build_model_and_spec
 
 
 def inferred(model, variables, images) -> np.ndarray:
@@ -51,9 +51,10 @@ def main() -> None:
     variables = model.init(jax.random.key(0), jnp.zeros((1, size, size, 3), jnp.uint8),
                            train=False)  # fmt: skip
     variables = init_weights.load_into(dict(variables), config.init.checkpoint, True)
-    calibration = _calibration_images(config, source, count)
-    measured_rows = bn_recalibration.StridedRows(source, count).rows
-    neighbours = _Rows(source, np.minimum(measured_rows[: args.batch] + 1, len(source) - 1))
+    calibration = bn_recalibration.calibration_images(config, source, count)
+    measured_rows = bn_recalibration.strided_rows(source, count).rows
+    neighbours = bn_recalibration.Rows(source, np.minimum(measured_rows[: args.batch] + 1,
+                                                          len(source) - 1))
     batch = jnp.asarray(np.concatenate(
         [b["image"] for b in input_lib.make_eval_batches(config, neighbours)]))
     recalibrated = bn_recalibration.recalibrate(model, variables, calibration)
@@ -65,13 +66,6 @@ def main() -> None:
             inferred(model, recalibrated, batch) - inferred(model, variables, batch)))),
     }
     print(json.dumps(result, indent=1))
-
-
-class _Rows(bn_recalibration.StridedRows):
-    """Given rows of `source` (the neighbours of the measured ones)."""
-
-    def __init__(self, source, rows):
-        self.source, self.rows = source, np.asarray(rows)
 
 
 if __name__ == "__main__":

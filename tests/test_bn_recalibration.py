@@ -70,17 +70,17 @@ def test_statistics_over_batches_are_those_of_all_the_images():
 
 
 def test_strided_rows_spread_over_the_source():
-    rows = bn_recalibration.StridedRows(list(range(100)), 5)
+    rows = bn_recalibration.strided_rows(list(range(100)), 5)
     assert [rows[i] for i in range(len(rows))] == [0, 24, 49, 74, 99]
     assert rows.__getitems__([0, 4]) == [0, 99]
-    assert len(bn_recalibration.StridedRows(list(range(3)), 10)) == 3
+    assert len(bn_recalibration.strided_rows(list(range(3)), 10)) == 3
 
 
 def test_training_starts_from_the_recalibrated_statistics(tmp_path, tiny_config, synthetic_dir):
     """Phase 1 freezes the trunk, so its stored statistics after one step are the measured
     ones: those of the same images measured here, not the checkpoint's."""
     from agr_jax.train import input as input_lib
-    from agr_jax.train.loop import _calibration_images, build_model_and_spec, train_and_evaluate
+    from agr_jax.train.loop import build_model_and_spec, train_and_evaluate
 
     config = tiny_config(**{"data.dir": str(synthetic_dir), "total_steps": 1})
     workdir = tmp_path / "run"
@@ -97,7 +97,8 @@ def test_training_starts_from_the_recalibrated_statistics(tmp_path, tiny_config,
     train_and_evaluate(config, workdir)
     state, _ = checkpoint.restore_raw(workdir)
     source = input_lib.load_training_split(config, tfds_dir, "train")
-    measured = bn_recalibration.measure(model, saved, _calibration_images(config, source, 40))
+    calibration = bn_recalibration.calibration_images(config, source, 40)
+    measured = bn_recalibration.measure(model, saved, calibration)
     stored = flatten(state["batch_stats"])
     trunk = {p: v for p, v in measured.items() if p[0] == "backbone"}
     assert trunk

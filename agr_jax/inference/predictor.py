@@ -226,8 +226,9 @@ class Predictor:
         records: list[dict[str, Any]] = []
         while pending:
             parts = pending.popleft()
-            for start in itertools.islice(starts, 1):
-                pending.append(submit(start))
+            following = next(starts, None)
+            if following is not None:
+                pending.append(submit(following))
             records += self.predict_loaded([x for f in parts for x in f.result()], detect)
         return records
 

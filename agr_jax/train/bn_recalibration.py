@@ -24,17 +24,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from agr_jax.train import input as input_lib
+
 log = logging.getLogger(__name__)
 
 Path = tuple[str, ...]
 
 
-class StridedRows:
-    """`count` rows spread evenly over `source` (its files may be sorted by label)."""
+class Rows:
+    """The given `rows` of `source`, as a data source of their own."""
 
-    def __init__(self, source: Any, count: int):
-        self.source = source
-        self.rows = np.unique(np.linspace(0, len(source) - 1, min(count, len(source))).astype(int))
+    def __init__(self, source: Any, rows: Sequence[int]):
+        self.source, self.rows = source, np.asarray(rows, int)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -48,21 +49,42 @@ class StridedRows:
         return list(getitems(rows)) if getitems else [self.source[r] for r in rows]
 
 
+def strided_rows(source: Any, count: int) -> Rows:
+    """`count` rows spread evenly over `source` (its files may be sorted by label)."""
+    return Rows(source, np.unique(np.linspace(0, len(source) - 1,
+                                              min(count, len(source))).astype(int)))
+
+
+def calibration_images(config: Any, source: Any, count: int) -> list[np.ndarray]:
+    """The same `count` unaugmented training images on every process (spread over the split),
+    in the config's eval batches."""
+    rows = strided_rows(source, count)
+    return [batch["image"] for batch in input_lib.make_eval_batches(config, rows)]
+
+
+def _each_batchnorm(visit: Any) -> Any:
+    """A context in which every BatchNorm call first hands (module, input) to `visit`."""
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
+            visit(context.module, args[0])
+        return next_fun(*args, **kwargs)
+
+    return nn.intercept_methods(record)
+
+
 def _batch_statistics(model: nn.Module, variables: dict[str, Any], images: jnp.ndarray
                       ) -> dict[Path, tuple[jnp.ndarray, jnp.ndarray]]:
     """{BatchNorm path: (mean, variance) of its input over this batch}, inference mode."""
     found: dict[Path, tuple[jnp.ndarray, jnp.ndarray]] = {}
 
-    def record(next_fun, args, kwargs, context):
-        module = context.module
-        if isinstance(module, nn.BatchNorm) and context.method_name == "__call__":
-            x = jnp.asarray(args[0], jnp.float32)
-            feature_axes = {a % x.ndim for a in np.atleast_1d(module.axis)}
-            axes = tuple(a for a in range(x.ndim) if a not in feature_axes)
-            found[tuple(module.path)] = (jnp.mean(x, axes), jnp.var(x, axes))
-        return next_fun(*args, **kwargs)
+    def visit(module: nn.BatchNorm, x: jnp.ndarray) -> None:
+        x = jnp.asarray(x, jnp.float32)
+        feature_axes = {a % x.ndim for a in np.atleast_1d(module.axis)}
+        axes = tuple(a for a in range(x.ndim) if a not in feature_axes)
+        found[tuple(module.path)] = (jnp.mean(x, axes), jnp.var(x, axes))
 
-    with nn.intercept_methods(record):
+    with _each_batchnorm(visit):
         model.apply(variables, images, train=False)
     return found
 
@@ -123,12 +145,10 @@ def _epsilons(model: nn.Module, variables: dict[str, Any], image_shape: Sequence
               ) -> dict[Path, float]:
     found: dict[Path, float] = {}
 
-    def record(next_fun, args, kwargs, context):
-        if isinstance(context.module, nn.BatchNorm) and context.method_name == "__call__":
-            found[tuple(context.module.path)] = float(context.module.epsilon)
-        return next_fun(*args, **kwargs)
+    def visit(module: nn.BatchNorm, x: jnp.ndarray) -> None:
+        found[tuple(module.path)] = float(module.epsilon)
 
-    with nn.intercept_methods(record):
+    with _each_batchnorm(visit):
         jax.eval_shape(lambda v: model.apply(v, jnp.zeros((1, *image_shape), jnp.uint8),
                                              train=False), variables)
     return found

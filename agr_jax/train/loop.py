@@ -98,12 +98,6 @@ def validate_split(
     return metrics.summary(result)
 
 
-def _calibration_images(config: ml_collections.ConfigDict, source: Any, count: int) -> list:
-    """The same `count` unaugmented training images on every process (spread over the split)."""
-    rows = bn_recalibration.StridedRows(source, count)
-    return [batch["image"] for batch in input_lib.make_eval_batches(config, rows)]
-
-
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str | Path, overwrite: bool = False
 ) -> dict[str, float]:
@@ -136,9 +130,11 @@ def train_and_evaluate(
     ema_decay = float(config.optimizer.get("ema_decay", 0.0))
     state = create_train_state(model, tx, (size, size, 3), int(config.seed), ema=ema_decay > 0)
     state = init_weights.initialise(state, config.init)  # a resume overrides it
-    if config.init.checkpoint and int(config.init.get("recalibrate_bn_images", 0)) > 0:
-        state = bn_recalibration.recalibrate_state(model, state, _calibration_images(
-            config, train_source, int(config.init.recalibrate_bn_images)))
+    ckpt = Checkpoints(workdir)
+    calibrate = int(config.init.get("recalibrate_bn_images", 0))
+    if config.init.checkpoint and calibrate > 0 and ckpt.latest_step() is None:  # fresh only
+        images = bn_recalibration.calibration_images(config, train_source, calibrate)
+        state = bn_recalibration.recalibrate_state(model, state, images)
     state = dp.replicate(state)
     log.info("model %s: %s parameters", config.model.name, f"{count_params(state.params):,}")
 
@@ -157,7 +153,6 @@ def train_and_evaluate(
         put=functools.partial(dp.put_batch, stacked=k > 1),
         size=int(config.get("prefetch", 2)),
     )
-    ckpt = Checkpoints(workdir)
     restored = ckpt.restore_latest(state, train_iter)
     meta: dict = {}
     if restored is not None:
