@@ -217,6 +217,7 @@ def evaluate_workdir(
     shift_tta: int | None = None,
     calibrate: bool = True,
     report_name: str | None = None,
+    compute_dtype: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a training run's checkpoint on a split (or a UTKFace-format folder).
 
@@ -231,7 +232,8 @@ def evaluate_workdir(
     temperatures and the age interval there (`inference/calibrate.py`) and report ECE
     before/after and interval coverage per true-age decade on the evaluated faces.
     `report_name` replaces the file stem (the release writes `test_release`, so the run's
-    own report is kept).
+    own report is kept). `compute_dtype` replaces `config.dtype` (a release is measured in
+    the dtype it will run in).
     """
     # Imported here so `evaluation` stays importable by the training loop without a cycle.
     from agr_jax import configuration
@@ -248,6 +250,8 @@ def evaluate_workdir(
         raise ValueError(f"protocol: expected one of {PROTOCOLS}, got {protocol!r}")
     workdir = Path(workdir)
     config = configuration.load(workdir)
+    if compute_dtype is not None:
+        config.dtype = compute_dtype
     which = which or config.get("eval_checkpoint", "best")
     require_checkpoint(workdir, which)  # say so before building anything
     tfds_dir = Path(config.data.tfds_dir) if config.data.get("tfds_dir") else workdir / "tfds"

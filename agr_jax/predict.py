@@ -1,6 +1,7 @@
 """Predict age, gender and race: `python -m agr_jax.predict [--workdir W | --model
 default|fast] [--detector mtcnn|haar|none] [--out F.jsonl|F.csv] [--annotate DIR] [--every N]
-[--camera 0] [--min_quality SCORE,PX] [--views 1|2] PATH...`.
+[--camera 0] [--min_quality SCORE,PX] [--views 1|2] [--compute_dtype float32|bfloat16]
+PATH...`.
 
 PATHs are image files, folders (recursive), globs and video files. Without --workdir a
 released model is used: --model default (`agr_jax/released`) or fast
@@ -11,6 +12,7 @@ import sys
 
 from absl import app, flags, logging
 
+from agr_jax import host_memory
 from agr_jax.cli import RELEASE_NAMES, setup_logging
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run (default: the released model).")
@@ -29,6 +31,9 @@ _VIEWS = flags.DEFINE_enum("views", "1", ["1", "2"], "Test-time views (2: with t
 _MIN_SCORE = flags.DEFINE_float("min_score", 0.0,
                                 "Abstain on faces detected with a lower score.")
 _MIN_FACE = flags.DEFINE_integer("min_face", 0, "Abstain on faces smaller than this (px).")
+_COMPUTE_DTYPE = flags.DEFINE_enum(
+    "compute_dtype", None, ["float32", "bfloat16"],
+    "Default: the model's own (model.json), float32 where the host lacks native bfloat16.")
 _MIN_QUALITY = flags.DEFINE_list(
     "min_quality", None, "SCORE,PX: shorthand for --min_score SCORE --min_face PX.")
 
@@ -46,6 +51,7 @@ def quality(values: list[str] | None, score: float, face: int) -> tuple[float, i
 
 def main(argv):
     setup_logging(logging.WARNING)
+    host_memory.reuse_freed_memory()  # before JAX starts: the forward stops faulting pages
     paths = argv[1:]
     if not paths and _CAMERA.value is None:
         raise app.UsageError("give image/video paths, folders or globs, or --camera N")
@@ -53,7 +59,8 @@ def main(argv):
     from agr_jax.inference.run import run
 
     min_score, min_face = quality(_MIN_QUALITY.value, _MIN_SCORE.value, _MIN_FACE.value)
-    options = dict(views=int(_VIEWS.value), min_score=min_score, min_face=min_face)
+    options = dict(views=int(_VIEWS.value), min_score=min_score, min_face=min_face,
+                   compute_dtype=_COMPUTE_DTYPE.value)
     predictor = (Predictor.from_workdir(_WORKDIR.value, _CHECKPOINT.value, **options)
                  if _WORKDIR.value else Predictor.default(_MODEL.value, **options))
     sys.exit(run(predictor, paths, detect=_DETECTOR.value, out=_OUT.value,

@@ -104,8 +104,11 @@ def calibration_section(cal: Mapping[str, Any] | None) -> list[str]:
                    [(t, e["temperature"], e["before"], e["after"])
                     for t, e in cal["ece"].items()])
     age = cal["age_interval"]
+    method = (f" Method: {age['method']}" + (f" (scale {_fmt(age['scale'])})"
+                                              if age.get("scale") is not None else "") + "."
+              if age.get("method") else "")
     lines += ["", f"Age {age['level']:.0%} interval: coverage {_fmt(age['coverage'])}, "
-              f"mean width {_fmt(age['mean_width'])} years.", ""]
+              f"mean width {_fmt(age['mean_width'])} years.{method}", ""]
     lines += table(("true-age decade", "faces", "coverage", "mean width (years)"),
                    [(d, v["n"], v["coverage"], v["mean_width"])
                     for d, v in age["by_decade"].items()])

@@ -105,3 +105,37 @@ def test_decade_weights_cover_a_rare_age_pulled_towards_the_mean():
     assert weighted[1] > unweighted[1] + 0.1 and weighted[1] >= 0.85, (weighted, unweighted)
     assert calibrate.decade_weights(np.array([1, 5, 15, 25, 26, 27])).tolist() == pytest.approx(
         [0.5, 0.5, 1.0, 1 / 3, 1 / 3, 1 / 3])
+
+
+def test_the_level_half_scales_a_too_wide_shape_back_to_ninety_percent():
+    """The weighting can lift the shape's coverage above the level (the faceres release: 0.921
+    with the shape alone): the scale fitted on the other half brings it back, whatever the
+    shape's width."""
+    pred, true = _ages(4000, 5)
+    shape = calibrate.group_quantiles(pred, true)
+    too_wide = {**shape, "low": [2 * v for v in shape["low"]],
+                "high": [2 * v for v in shape["high"]]}
+    _, wide_coverage = _coverage_by_decade(*_ages(20000, 6), too_wide)
+    assert wide_coverage > 0.99
+    scale = calibrate.conformal_quantile(calibrate.interval_scores(too_wide, pred, true), 0.9)
+    centre, half = calibrate.centre_and_half(too_wide)
+    scaled = {**too_wide, "low": centre - scale * half, "high": centre + scale * half}
+    _, coverage = _coverage_by_decade(*_ages(20000, 6), scaled)
+    assert 0.4 < scale < 0.7 and 0.88 <= coverage <= 0.92, (scale, coverage)
+
+
+def test_level_is_cross_fitted_on_faces_the_shape_did_not_see():
+    pred, true = _ages(1000, 7)
+    fitted = calibrate.fit_age_interval(pred, true)
+    assert fitted["shape"] == calibrate.group_quantiles(pred, true)  # shape: every face
+    folds = calibrate.cross_fit_folds(1000)
+    assert np.bincount(folds).tolist() == [200] * calibrate.FOLDS
+    scores = np.concatenate([calibrate.interval_scores(
+        calibrate.group_quantiles(pred[folds != k], true[folds != k]), pred[folds == k],
+        true[folds == k]) for k in range(calibrate.FOLDS)])
+    assert fitted["scale"] == calibrate.conformal_quantile(scores, 0.9)
+    centre, half = calibrate.centre_and_half(fitted["shape"])
+    np.testing.assert_allclose(fitted["high"], centre + fitted["scale"] * half)
+    # too few faces to hold any out: the shape's own level
+    few = calibrate.fit_age_interval(pred[:50], true[:50])
+    assert few["scale"] == 1.0 and few["low"] == pytest.approx(few["shape"]["low"])

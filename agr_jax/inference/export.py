@@ -64,7 +64,8 @@ def age_interval(age: jnp.ndarray, interval: dict[str, Any] | None,
 def inference_fn(bundle: Bundle, views: int = 1) -> Callable[[jnp.ndarray], dict]:
     """crops (uint8 [B, S, S, 3]) -> {OUTPUTS}, the weights and calibration closed over."""
     bundle = portable(bundle)
-    model, spec, cal = bundle.build_model(), bundle.task_spec, bundle.calibration or {}
+    # float32 whatever the release computes in: onnxruntime and StableHLO consumers take it
+    model, spec, cal = bundle.build_model("float32"), bundle.task_spec, bundle.calibration or {}
     variables = jax.tree.map(jnp.asarray, bundle.variables)
 
     def step(variables, batch):

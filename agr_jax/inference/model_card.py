@@ -48,6 +48,9 @@ def generate(report: Mapping[str, Any], description: Mapping[str, Any],
         f"{description['gender_names']}, race {description['race_names']}",
         f"- parameters: {source.get('param_count', '?'):,}; weights float16, "
         f"{weights_bytes / 1e6:.1f} MB",
+        f"- computes in {description.get('compute_dtype', 'float32')} (float32 weights; "
+        "measured so below; a host without native bfloat16 runs a bfloat16 release in "
+        "float32: agr_jax/inference/precision.py)",
         f"- trained by run `{source.get('config_name')}` ({source.get('checkpoint')} checkpoint, "
         f"step {source.get('step')})",
         *([f"- initialised from pretrained weights `{source['init_checkpoint']}` "

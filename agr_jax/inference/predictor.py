@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from agr_jax import evaluation, tasks
-from agr_jax.inference import calibrate, images
+from agr_jax.inference import calibrate, images, precision
 from agr_jax.inference.bundle import Bundle
 from agr_jax.inference.faces import Detector, Face
 
@@ -49,7 +49,7 @@ class Predictor:
                  min_face: int = 0, detector: Detector | None = None,
                  buckets: Sequence[int] = BUCKETS,
                  compiler_options: dict[str, Any] | None = None,
-                 decode_threads: int | None = None):
+                 decode_threads: int | None = None, compute_dtype: str | None = None):
         if views not in VIEWS:
             raise ValueError(f"views: expected one of {VIEWS}, got {views!r}")
         fitted = (bundle.calibration or {}).get("views", views)
@@ -57,6 +57,10 @@ class Predictor:
             logging.warning("the calibration was fitted with %d view(s), this predictor "
                             "averages %d: intervals and probabilities may be off", fitted, views)
         self.bundle, self.views = bundle, views
+        # None: the release's own compute dtype, float32 where this host lacks native bfloat16
+        self.compute_dtype = (precision.check(compute_dtype) if compute_dtype is not None
+                              else precision.choose(bundle.compute_dtype,
+                                                    jax.default_backend()))
         self.min_score, self.min_face = float(min_score), int(min_face)
         self.buckets = tuple(sorted(buckets))
         self.traces = 0  # how often the forward was traced (one per bucket size used)
@@ -99,7 +103,7 @@ class Predictor:
 
     # --- the model --------------------------------------------------------------------
     def _make_forward(self):
-        model, spec = self.bundle.build_model(), self.bundle.task_spec
+        model, spec = self.bundle.build_model(self.compute_dtype), self.bundle.task_spec
 
         def step(variables, batch):
             outputs, _ = model.apply(variables, batch["image"], train=False)

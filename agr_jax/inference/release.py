@@ -94,16 +94,19 @@ def read_release(folder: str | Path) -> Bundle:
 
 
 def release_workdir(workdir: str | Path, out: str | Path, which: str | None = None,
-                    views: int = 1) -> dict[str, Any]:
+                    views: int = 1, compute_dtype: str = "float32") -> dict[str, Any]:
     """Evaluate the run's checkpoint as the predictor runs it (`views`: 1 the face, 2 with
-    its mirror), fit the calibration on the validation split, write the release folder."""
+    its mirror; `compute_dtype`: see `precision.py`), fit the calibration on the validation
+    split, write the release folder."""
     from agr_jax.evaluation import evaluate_workdir
+    from agr_jax.inference import precision
     from agr_jax.inference.load import load_workdir
 
     bundle = load_workdir(workdir, which)
+    bundle.compute_dtype = precision.check(compute_dtype)
     report = evaluate_workdir(workdir, "test", which=bundle.source["checkpoint"],
                               figures=False, flip_tta=views == 2, shift_tta=0,
-                              report_name="test_release")
+                              report_name="test_release", compute_dtype=compute_dtype)
     for key in ("report_path", "markdown_path", "figures"):
         report.pop(key, None)
     bundle.calibration = {**report["calibration"], "views": views}
@@ -114,7 +117,8 @@ def release_workdir(workdir: str | Path, out: str | Path, which: str | None = No
            "docstring gives the download and convert commands"] if start else []),
         f"python -m agr_jax.train --config configs/{name}.py --workdir {workdir}",
         f"python -m agr_jax.release --workdir {workdir} --out {out}"
-        + (f" --views {views}" if views != 1 else ""),
+        + (f" --views {views}" if views != 1 else "")
+        + (f" --compute_dtype {compute_dtype}" if compute_dtype != "float32" else ""),
     ]
     folder = write_release(bundle, out, report)
     return {"folder": str(folder), "weights_mb": (folder / WEIGHTS).stat().st_size / 1e6,

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from agr_jax import host_memory
 from agr_jax.cli import RELEASE_NAMES
 from agr_jax.serve.limits import DETECTORS, Limits
 
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    host_memory.reuse_freed_memory()  # before JAX starts: the forward stops faulting pages
     import uvicorn
 
     from agr_jax.inference.predictor import Predictor
