@@ -20,7 +20,7 @@ import numpy as np
 from agr_jax.inference import boxes as bx
 from agr_jax.inference.faces import Detector, Face
 from agr_jax.inference.mtcnn import WEIGHTS, ONet, PNet, RNet, load_params
-from agr_jax.inference.resample import area_resize
+from agr_jax.inference.resample import area_pyramid, area_resize
 
 # Canvas side lengths; an image goes into the smallest (height, width) canvas that holds it.
 SIDE_BUCKETS = (128, 192, 256, 320, 384, 480, 640, 800, 960, 1280, 1600, 1920, 2560, 3200,
@@ -135,9 +135,10 @@ class MTCNNDetector:
             h, w = im.shape[:2]
             scales = pyramid_scales(min(h, w), self.min_face_size, self.factor)
             per_image_scales.append(scales)
-            for k, s in enumerate(scales):
-                hs, ws = int(h * s + 1), int(w * s + 1)
-                canvases[k][b, :hs, :ws] = _normalise(area_resize(im, hs, ws))
+            sizes = [(int(h * s + 1), int(w * s + 1)) for s in scales]
+            for k, ((hs, ws), level) in enumerate(zip(sizes, area_pyramid(im, sizes),
+                                                      strict=True)):
+                canvases[k][b, :hs, :ws] = _normalise(level)
                 valid[b, k] = (hs, ws)
         outputs = jax.device_get(self._pnet(self.params["pnet"], canvases, valid))
         found = []

@@ -57,7 +57,8 @@ def net_functions(pnet_side: int = 320,
 
     params = params if params is not None else mtcnn.load_params()
     sides = {"pnet": pnet_side, "rnet": 24, "onet": 48}
-    modules = {"pnet": mtcnn.PNet(), "rnet": mtcnn.RNet(), "onet": mtcnn.ONet()}
+    modules = {"pnet": mtcnn.PNet(conv_impl="xla"), "rnet": mtcnn.RNet(conv_impl="xla"),
+               "onet": mtcnn.ONet(conv_impl="xla")}  # no CPU custom calls in the graph
     out = {}
     for name, module in modules.items():
         variables = {"params": params[name]}

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from agr_jax.models.conv import conv_general_dilated_for
+
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "mtcnn.npz"
 NETS = ("pnet", "rnet", "onet")
 
@@ -42,8 +44,12 @@ def _flatten_like_torch(x: jax.Array) -> jax.Array:
     return jnp.transpose(x, (0, 2, 1, 3)).reshape(x.shape[0], -1)
 
 
-def _conv(features: int, kernel: int, name: str) -> nn.Conv:
-    return nn.Conv(features, (kernel, kernel), padding="VALID", name=name)
+def _conv(features: int, kernel: int, name: str, impl: str) -> nn.Conv:
+    # `impl` as model.conv_impl (models/conv.py): "auto" takes oneDNN on CPU where it builds
+    # (XLA:CPU's convolution ran the detector's nets at about half the speed); GPUs and TPUs
+    # keep XLA's; the ONNX export asks for "xla" (no custom calls in the graph).
+    return nn.Conv(features, (kernel, kernel), padding="VALID", name=name,
+                   conv_general_dilated=conv_general_dilated_for(impl))
 
 
 class PNet(nn.Module):
@@ -54,29 +60,33 @@ class PNet(nn.Module):
     image's partial windows, and every output cell inside the valid area is as if unpadded.
     """
 
+    conv_impl: str = "auto"
+
     @nn.compact
     def __call__(self, x: jax.Array, valid: jax.Array | None = None):
-        x = PReLU(name="prelu1")(_conv(10, 3, "conv1")(x))
+        x = PReLU(name="prelu1")(_conv(10, 3, "conv1", self.conv_impl)(x))
         if valid is not None:
             rows = jnp.arange(x.shape[1])[None, :, None] < (valid[:, 0, None, None] - 2)
             cols = jnp.arange(x.shape[2])[None, None, :] < (valid[:, 1, None, None] - 2)
             x = jnp.where((rows & cols)[..., None], x, -1e9)
         x = max_pool_ceil(x, 2, 2)
-        x = PReLU(name="prelu2")(_conv(16, 3, "conv2")(x))
-        x = PReLU(name="prelu3")(_conv(32, 3, "conv3")(x))
-        prob = jax.nn.softmax(_conv(2, 1, "conv4_1")(x), axis=-1)[..., 1]
-        reg = _conv(4, 1, "conv4_2")(x)
+        x = PReLU(name="prelu2")(_conv(16, 3, "conv2", self.conv_impl)(x))
+        x = PReLU(name="prelu3")(_conv(32, 3, "conv3", self.conv_impl)(x))
+        prob = jax.nn.softmax(_conv(2, 1, "conv4_1", self.conv_impl)(x), axis=-1)[..., 1]
+        reg = _conv(4, 1, "conv4_2", self.conv_impl)(x)
         return prob, reg
 
 
 class RNet(nn.Module):
     """Refine net: 24x24 crops -> face probability and box regression."""
 
+    conv_impl: str = "auto"
+
     @nn.compact
     def __call__(self, x: jax.Array):
-        x = max_pool_ceil(PReLU(name="prelu1")(_conv(28, 3, "conv1")(x)), 3, 2)
-        x = max_pool_ceil(PReLU(name="prelu2")(_conv(48, 3, "conv2")(x)), 3, 2)
-        x = PReLU(name="prelu3")(_conv(64, 2, "conv3")(x))
+        x = max_pool_ceil(PReLU(name="prelu1")(_conv(28, 3, "conv1", self.conv_impl)(x)), 3, 2)
+        x = max_pool_ceil(PReLU(name="prelu2")(_conv(48, 3, "conv2", self.conv_impl)(x)), 3, 2)
+        x = PReLU(name="prelu3")(_conv(64, 2, "conv3", self.conv_impl)(x))
         x = PReLU(name="prelu4")(nn.Dense(128, name="dense4")(_flatten_like_torch(x)))
         prob = jax.nn.softmax(nn.Dense(2, name="dense5_1")(x), axis=-1)[:, 1]
         return prob, nn.Dense(4, name="dense5_2")(x)
@@ -85,12 +95,14 @@ class RNet(nn.Module):
 class ONet(nn.Module):
     """Output net: 48x48 crops -> probability, box regression, 5 landmarks (x0..x4, y0..y4)."""
 
+    conv_impl: str = "auto"
+
     @nn.compact
     def __call__(self, x: jax.Array):
-        x = max_pool_ceil(PReLU(name="prelu1")(_conv(32, 3, "conv1")(x)), 3, 2)
-        x = max_pool_ceil(PReLU(name="prelu2")(_conv(64, 3, "conv2")(x)), 3, 2)
-        x = max_pool_ceil(PReLU(name="prelu3")(_conv(64, 3, "conv3")(x)), 2, 2)
-        x = PReLU(name="prelu4")(_conv(128, 2, "conv4")(x))
+        x = max_pool_ceil(PReLU(name="prelu1")(_conv(32, 3, "conv1", self.conv_impl)(x)), 3, 2)
+        x = max_pool_ceil(PReLU(name="prelu2")(_conv(64, 3, "conv2", self.conv_impl)(x)), 3, 2)
+        x = max_pool_ceil(PReLU(name="prelu3")(_conv(64, 3, "conv3", self.conv_impl)(x)), 2, 2)
+        x = PReLU(name="prelu4")(_conv(128, 2, "conv4", self.conv_impl)(x))
         x = PReLU(name="prelu5")(nn.Dense(256, name="dense5")(_flatten_like_torch(x)))
         prob = jax.nn.softmax(nn.Dense(2, name="dense6_1")(x), axis=-1)[:, 1]
         return prob, nn.Dense(4, name="dense6_2")(x), nn.Dense(10, name="dense6_3")(x)
