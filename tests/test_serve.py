@@ -206,6 +206,7 @@ def test_healthz_metrics_and_page(client):
     health = client.get("/healthz").json()
     assert health["status"] == "ok" and health["image_size"] == SIZE
     assert health["limits"]["max_faces"] == 3
+    assert health["model"]["compute_dtype"] == "float32"  # the tiny bundle's
     text = client.get("/metrics").text
     assert re.search(r'^agr_requests_total\{status="200"\} [1-9]\d*$', text, re.M)
     assert re.search(r"^agr_faces_total [1-9]\d*$", text, re.M)

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Images per device call of the micro-batcher.")
     parser.add_argument("--max_wait_ms", type=float, default=d.max_wait_ms,
                         help="How long an idle device waits for more requests.")
+    parser.add_argument("--compute_dtype", choices=("float32", "bfloat16"), default=None,
+                        help="Default: the model's own (model.json), float32 where the host "
+                        "lacks native bfloat16 (agr_jax/inference/precision.py).")
     parser.add_argument("--ort_web", help="onnxruntime-web's dist folder (`make ort-web`): "
                         "enables the page's in-browser mode, with the model exported to ONNX "
                         "at start-up.")
@@ -59,8 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agr_jax.inference.predictor import Predictor
     from agr_jax.serve.app import create_app
 
-    predictor = (Predictor.from_workdir(args.workdir, args.checkpoint, views=args.views)
-                 if args.workdir else Predictor.default(args.model, views=args.views))
+    options = dict(views=args.views, compute_dtype=args.compute_dtype)
+    predictor = (Predictor.from_workdir(args.workdir, args.checkpoint, **options)
+                 if args.workdir else Predictor.default(args.model, **options))
     limits = Limits(max_bytes=int(args.max_mb * 2**20), max_faces=args.max_faces,
                     timeout_s=args.timeout, max_batch=args.max_batch,
                     max_wait_ms=args.max_wait_ms)

@@ -213,7 +213,8 @@ class Service:
         b = self.predictor.bundle
         return JSONResponse({
             "status": "ok", "detect": self.detect, "image_size": b.image_size,
-            "model": {k: b.source.get(k) for k in ("config_name", "checkpoint", "step")},
+            "model": {**{k: b.source.get(k) for k in ("config_name", "checkpoint", "step")},
+                      "compute_dtype": getattr(self.predictor, "compute_dtype", None)},
             "gender_names": list(b.gender_names), "race_names": list(b.race_names),
             "limits": dataclasses.asdict(self.limits), "unavailable": self.unavailable,
             "in_browser": self.in_browser,
