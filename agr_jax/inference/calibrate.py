@@ -39,7 +39,7 @@ MAX_GROUPS = 12
 FOLDS = 5  # cross-fitting folds for the interval's level
 MIN_CROSS_FIT = FOLDS * MIN_GROUP  # fewer validation faces: the shape's own level (scale 1)
 SPLIT_SEED = 0
-MIN_HALF_WIDTH = 0.5  # years: a group's half-width is never taken below this for the scale
+MIN_HALF_WIDTH = 0.5  # years: the least half-width a group is scaled from (a degenerate shape)
 _TEMPERATURES = np.exp(np.linspace(np.log(0.05), np.log(20.0), 400))
 
 

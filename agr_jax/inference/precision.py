@@ -1,11 +1,11 @@
 """The dtype a model computes in at inference: a release names one, the host may veto it.
 
-bfloat16 compute (float32 weights, bfloat16 activations and convolutions) runs the fast
-release's forward ~1.4x and the default's ~1.6x faster on a CPU with AVX512-BF16 (the
-project's 2-core Zen 4, docs/predict.md), and is what GPUs and TPUs serve in. A CPU without
-native bfloat16 emulates it, slower than float32, so there a release that asks for bfloat16
-runs in float32 instead and says so: its outputs then differ from the release's measured ones
-by rounding (mean age difference ~0.05 years on the fast release, docs/predict.md).
+bfloat16 compute (float32 weights, bfloat16 activations and convolutions) runs both
+releases' forward ~1.5x faster on a CPU with AVX512-BF16 (the project's 2-core Zen 4; end to
+end 1.33x fast, 1.44x default: docs/predict.md), and is what GPUs and TPUs serve in. A CPU
+without native bfloat16 emulates it, slower than float32, so there a release that asks for
+bfloat16 runs in float32 instead and says so: its outputs then differ from the release's
+measured ones by rounding (mean age difference 0.07 years on the fast release).
 """
 
 from __future__ import annotations
