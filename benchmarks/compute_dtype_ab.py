@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+from pathlib import Path
 
 import numpy as np
 
@@ -33,8 +34,6 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per window")
     args = parser.parse_args()
 
-    from pathlib import Path
-
     from agr_jax.inference import images
     from agr_jax.inference.predictor import Predictor
     from agr_jax.inference.release import read_released
@@ -45,9 +44,7 @@ def main() -> None:
     jpegs = [data.source[i]["image"] for i in range(min(len(data.source), cpu.pipeline_sample))]
     bundle = read_released(args.model)
     predictors = {d: Predictor(bundle, compute_dtype=d) for d in DTYPES}
-    records = {d: [r for i in range(0, len(jpegs), predict_bench.CALL)
-                   for r in p(jpegs[i:i + predict_bench.CALL], detect="none")]
-               for d, p in predictors.items()}
+    records = {d: predict_bench.records_of(p, jpegs) for d, p in predictors.items()}
     crops = np.stack([images.crop(j, bundle.image_size).image for j in jpegs])
     print(f"release {args.model!r} ({bundle.model['name']}, {bundle.image_size} px, its "
           f"model.json: {bundle.compute_dtype}); {len(jpegs)} crops ({data.description})")
@@ -55,7 +52,7 @@ def main() -> None:
                      for d, p in predictors.items()}, args.rounds)
     print_medians("end to end, crops/s per window (JPEG bytes -> records, 1 view):", e2e, ",.0f")
     print(f"  bfloat16 / float32, paired: {paired_ratio(e2e['bfloat16'], e2e['float32']):.2f}x")
-    forward = alternate({d: functools.partial(_forward_crops_s, p, crops, args.seconds)
+    forward = alternate({d: functools.partial(predict_bench.forward_crops_s, p, crops, args.seconds)
                          for d, p in predictors.items()}, args.rounds)
     print_medians("forward alone, crops/s per window (decoded crops, batches of 128):",
                   forward, ",.0f")
@@ -67,11 +64,6 @@ def main() -> None:
           f"{np.mean([x['gender'] == y['gender'] for x, y in zip(a, b, strict=True)]):.4f}, "
           f"same race {np.mean([x['race'] == y['race'] for x, y in zip(a, b, strict=True)]):.4f}, "
           f"age difference mean {age.mean():.3f} / max {age.max():.2f} years")
-
-
-def _forward_crops_s(predictor, crops: np.ndarray, seconds: float) -> float:
-    return predict_bench.items_per_s(
-        lambda: len(predictor.predict_crops(crops, raw=True)["age_pred"]), seconds)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,18 @@ def crops_per_s(predictor: Any, jpegs: Sequence[bytes], min_seconds: float) -> f
     return items_per_s(one_pass, min_seconds)
 
 
+def forward_crops_s(predictor: Any, crops: np.ndarray, min_seconds: float) -> float:
+    """The jitted forward alone on decoded crops (batches of the largest bucket)."""
+    return items_per_s(lambda: len(predictor.predict_crops(crops, raw=True)["age_pred"]),
+                       min_seconds)
+
+
+def records_of(predictor: Any, jpegs: Sequence[bytes]) -> list[dict[str, Any]]:
+    """The records of every crop, `CALL` per predictor call, as the timed passes call it."""
+    return [r for i in range(0, len(jpegs), CALL)
+            for r in predictor(list(jpegs[i:i + CALL]), detect="none")]
+
+
 def cost_per_crop(predictor: Any, jpegs: Sequence[bytes], total_crops_s: float,
                   min_seconds: float, target_crops_s: float | None = None) -> dict[str, Any]:
     """Where a crop's time goes, one view: JPEG decode + resize, the jitted forward (batches
@@ -55,8 +67,7 @@ def cost_per_crop(predictor: Any, jpegs: Sequence[bytes], total_crops_s: float,
     size = predictor.bundle.image_size
     decode_s = 1.0 / items_per_s(lambda: len([images.crop(j, size) for j in jpegs]), min_seconds)
     crops = np.stack([images.crop(j, size).image for j in jpegs])
-    forward_s = 1.0 / items_per_s(lambda: len(predictor.predict_crops(crops, raw=True)["age_pred"]),
-                             min_seconds)
+    forward_s = 1.0 / forward_crops_s(predictor, crops, min_seconds)
     total_s = 1.0 / total_crops_s
     out = {"decode_ms": decode_s * 1e3, "forward_ms": forward_s * 1e3,
            "forward_crops_s": 1.0 / forward_s,
@@ -84,9 +95,7 @@ def record_scores(records: Sequence[dict[str, Any]], labels: dict[str, np.ndarra
 
 def label_scores(predictor: Any, jpegs: Sequence[bytes], labels: dict[str, np.ndarray],
                  gender_names: Sequence[str], race_names: Sequence[str]) -> dict[str, Any]:
-    records = [r for i in range(0, len(jpegs), CALL)
-               for r in predictor(list(jpegs[i:i + CALL]), detect="none")]
-    return record_scores(records, labels, gender_names, race_names)
+    return record_scores(records_of(predictor, jpegs), labels, gender_names, race_names)
 
 
 def group_photos(jpegs: Sequence[bytes], n: int, seed: int = 0) -> list[np.ndarray]:

@@ -44,8 +44,10 @@ def native_bfloat16(platform: str, cpuinfo: str | None = None) -> bool:
     """Whether `platform` ("cpu", "gpu", "tpu", ...) computes bfloat16 natively."""
     if platform in ACCELERATORS:
         return True
+    if platform != "cpu":
+        return False
     flags = cpu_flags(_this_cpu_info() if cpuinfo is None else cpuinfo)
-    return platform == "cpu" and any(f in flags for f in CPU_BFLOAT16_FLAGS)
+    return any(f in flags for f in CPU_BFLOAT16_FLAGS)
 
 
 def choose(wanted: str, platform: str, cpuinfo: str | None = None) -> str:

@@ -35,19 +35,16 @@ def _area_axis(x: np.ndarray, m: int, axis: int) -> np.ndarray:
 
 def area_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """(H, W, C) -> (height, width, C) float32 by area averaging (torch's bins)."""
-    if image.ndim != 3 or min(image.shape[:2]) < 1 or height < 1 or width < 1:
-        raise ValueError(f"area_resize: bad shapes {image.shape} -> ({height}, {width})")
-    out = _area_axis(_area_axis(image, height, 0), width, 1)
-    return out.astype(np.float32)
+    return area_pyramid(image, [(height, width)])[0]
 
 
 def area_pyramid(image: np.ndarray, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
-    """`area_resize(image, h, w)` for every (h, w) of `sizes`, equal to it bit for bit, with
-    the rows' cumulative sums taken once for all sizes (an MTCNN pyramid has ~10 levels:
-    the full-image pass was most of the detector's host time)."""
+    """The image area-resized to every (h, w) of `sizes`, float32, the rows' cumulative sums
+    taken once for all sizes: each level is what resizing to it alone gives, bit for bit (an
+    MTCNN pyramid has ~10 levels, and one full-image pass per level was most of the
+    detector's host time). `area_resize` is the one-size case."""
     if image.ndim != 3 or min(image.shape[:2]) < 1 or any(min(s) < 1 for s in sizes):
-        raise ValueError(f"area_pyramid: bad shapes {image.shape} -> {sizes}")
+        raise ValueError(f"area resize: bad shapes {image.shape} -> {sizes}")
     rows = _cumsum0(image, 0)
     return [_area_axis(_area_from_cumsum(rows, image.shape[0], h, 0), w, 1).astype(np.float32)
             for h, w in sizes]
-
