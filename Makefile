@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
-	# the MTCNN parity test's reference; --no-deps: its metadata pins torch<2.3 and numpy<2
+	# the MTCNN converter test reads its .pt files (with torch), and benchmarks/mtcnn_reference.py
+	# rewrites the parity test's reference; --no-deps: its metadata pins torch<2.3 and numpy<2
 	$(PY) -m pip install -q --no-deps facenet-pytorch==2.6.0
 	# ONNX export: jax2onnx without its orbax-checkpoint<0.11.37 pin (see pyproject's `export`).
 	$(PY) -m pip install -q --no-deps 'jax2onnx==0.17.1'

@@ -21,7 +21,7 @@ import jax
 import ml_collections
 
 from agr_jax import defaults, models, tasks
-from agr_jax.data import fairface, pipeline, utkface
+from agr_jax.data import fairface, pipeline, prepare, utkface
 from agr_jax.train import optim, phases
 from agr_jax.train.device_data import PLACEMENTS
 
@@ -232,12 +232,10 @@ def validate(
     require(int(config.get("cpu_devices", 0)) >= 0, "cpu_devices", ">= 0 (0: JAX's default)")
     optim.parse_lr_multipliers(config.optimizer.get("lr_multipliers", ()))
     phases.parse_phases(config.get("init", {}).get("phases", ()), steps_per_epoch=1)
-    ratios = tuple(config.data.split_ratios)
-    require(
-        len(ratios) == 3 and min(ratios) >= 0 and abs(sum(ratios) - 1) < 1e-6,
-        "data.split_ratios",
-        "three non-negative fractions (train, validation, test) summing to 1",
-    )
+    folds, fold = int(config.data.get("folds", 0)), int(config.data.get("fold", 0))
+    require(folds == 0 or folds >= 2, "data.folds", "0 (off) or >= 2 k-fold folds")
+    require(folds == 0 or 0 <= fold < folds, "data.fold", f"a fold in 0..{folds - 1}")
+    prepare.check_split_ratios(config.data.split_ratios, folds, key="config.data.split_ratios")
     require(config.checkpoint_every_steps >= 0, "checkpoint_every_steps", ">= 0 (0: each epoch)")
     require(config.log_every_steps > 0, "log_every_steps", "> 0")
     lo, hi = int(config.data.min_age), int(config.data.max_age)

@@ -235,14 +235,15 @@ def evaluate_workdir(
     own report is kept). `compute_dtype` replaces `config.dtype` (a release is measured in
     the dtype it will run in).
     """
-    # Imported here so `evaluation` stays importable by the training loop without a cycle.
+    # Imported here: only evaluating a workdir needs them (train/loop.py imports this module
+    # for `predict`; the model is built by train/model_spec.py, not the loop: no cycle).
     from agr_jax import configuration
     from agr_jax import report as report_lib
     from agr_jax.data import prepare, tfds_builders, utkface
     from agr_jax.train import input as input_lib
     from agr_jax.train import phases
     from agr_jax.train.checkpoint import require_checkpoint, restore_for_inference
-    from agr_jax.train.loop import build_model_and_spec
+    from agr_jax.train.model_spec import build_model_and_spec
     from agr_jax.train.state import create_train_state
     from agr_jax.train.step import make_eval_step
 

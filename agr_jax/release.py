@@ -1,36 +1,57 @@
-"""Release a trained run: `python -m agr_jax.release --workdir W [--out agr_jax/released]
-[--checkpoint best|latest] [--views 1|2] [--compute_dtype float32|bfloat16]`.
+"""Release a trained run, or re-score a release from its own files.
 
-Writes float16 weights, model.json (everything needed to build and run the model, with the
-calibration fitted on the validation split), evaluation.json and the generated MODEL_CARD.md.
+    python -m agr_jax.release --workdir W [--out agr_jax/released] [--checkpoint best|latest]
+        [--views 1|2] [--compute_dtype float32|bfloat16]
+    python -m agr_jax.release --refresh agr_jax/released --tfds_dir runs/utk_tfds [--views 1|2]
+
+The first writes float16 weights and model.json, then (like the second) scores the written
+files as the predictor runs them: the calibration fitted on the validation split (into
+model.json), evaluation.json on the test split and the generated MODEL_CARD.md. `--refresh`
+leaves weights.npz untouched (its sha256 is checked) and needs the build the release was
+evaluated on (the README split for the shipped releases).
 """
 
 from absl import app, flags, logging
 
 from agr_jax.cli import setup_logging
-from agr_jax.inference.release import release_workdir, released_dir
+from agr_jax.inference.release import refresh_release, release_workdir, released_dir
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training run directory.")
 _OUT = flags.DEFINE_string("out", str(released_dir()), "Release folder to write.")
+_REFRESH = flags.DEFINE_string(
+    "refresh", None, "Release folder to re-score from its own files (instead of --workdir).")
+_TFDS_DIR = flags.DEFINE_string("tfds_dir", None,
+                                "With --refresh: the prepared build (python -m "
+                                "agr_jax.data.prepare --out DIR) to score it on.")
 _CHECKPOINT = flags.DEFINE_enum(
     "checkpoint", None, ["best", "latest"], "Default: the run's config.eval_checkpoint.")
-_VIEWS = flags.DEFINE_enum("views", "1", ["1", "2"],
-                           "Test-time views the calibration and card are measured with.")
+_VIEWS = flags.DEFINE_enum("views", None, ["1", "2"],
+                           "Test-time views the calibration and card are measured with "
+                           "(default 1; with --refresh, the views the release was fitted with).")
 _COMPUTE_DTYPE = flags.DEFINE_enum(
     "compute_dtype", "float32", ["float32", "bfloat16"],
     "The dtype the release computes in, measured in it (hosts without native bfloat16 run "
     "a bfloat16 release in float32: agr_jax/inference/precision.py).")
-flags.mark_flag_as_required("workdir")
+flags.register_multi_flags_validator(
+    ["workdir", "refresh", "tfds_dir"],
+    lambda f: (f["workdir"] is None) != (f["refresh"] is None)
+    and (f["refresh"] is None or f["tfds_dir"] is not None),
+    "give either --workdir RUN, or --refresh FOLDER with --tfds_dir BUILD")
 
 
 def main(argv):
     del argv
     setup_logging(logging.WARNING)
-    result = release_workdir(_WORKDIR.value, _OUT.value, _CHECKPOINT.value, int(_VIEWS.value),
-                             _COMPUTE_DTYPE.value)
+    views = int(_VIEWS.value) if _VIEWS.value else None
+    if _REFRESH.value:
+        result = refresh_release(_REFRESH.value, _TFDS_DIR.value, views)
+    else:
+        result = release_workdir(_WORKDIR.value, _OUT.value, _CHECKPOINT.value, views or 1,
+                                 _COMPUTE_DTYPE.value)
     rep = result["report"]
     cal = rep["calibration_report"]
-    print(f"wrote {result['folder']} (weights {result['weights_mb']:.1f} MB)")
+    print(f"wrote {result['folder']} (weights {result['weights_mb']:.1f} MB, scored in "
+          f"{rep['scored']['compute_dtype']})")
     print(f"test: n {rep['n']}, age MAE {rep['age_mae']:.3f}, gender {rep['gender_acc']:.4f}, "
           f"race {rep['race_acc']:.4f}; 90% interval coverage "
           f"{cal['age_interval']['coverage']:.4f} (mean width "

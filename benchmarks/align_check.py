@@ -1,7 +1,8 @@
 """Does detection + alignment frame faces as the training crops are? (issue 27)
 
     python benchmarks/align_check.py --workdir runs/release_r18 [--split test]
-        [--release agr_jax/released] [--detector mtcnn] [--canvas 2.0] [--limit N]
+        [--release agr_jax/released] [--detector yunet|mtcnn|haar] [--canvas 2.0] [--limit N]
+    python benchmarks/align_check.py --release agr_jax/released --tfds_dir runs/utk_tfds
 
 Each test-split crop is predicted twice: as given (`detect="none"`, the framing the model
 was trained on) and padded into a canvas `--canvas` times its size (mid-grey border) and
@@ -10,8 +11,9 @@ of faces found, the agreement of the two (gender, race, age within 5 years, mean
 difference) beside the agreement of the crop with its own mirror image (how stable the model
 is without any framing change), the accuracy of both on the labels, and the paired
 differences with 95 % bootstrap intervals. Writes
-`<workdir>/eval/align_check_<split>.json`. The model is the run's checkpoint, or the
-release folder given with --release (the split still comes from --workdir's dataset).
+`<workdir>/eval/align_check_<detector>_<split>.json`. The model is the run's checkpoint, or the
+release folder given with --release (the split comes from --workdir's dataset, or from a
+prepared build given with --tfds_dir; the report then goes to runs/align_check/).
 """
 
 from __future__ import annotations
@@ -146,10 +148,12 @@ def check(predictor, source, detector: str, factor: float, limit: int | None) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--tfds_dir", default=None,
+                        help="a prepared build (with --release, instead of --workdir)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--release", default=None)
-    parser.add_argument("--detector", default="mtcnn", choices=["mtcnn", "haar"])
+    parser.add_argument("--detector", default="mtcnn", choices=["yunet", "mtcnn", "haar"])
     parser.add_argument("--canvas", type=float, default=2.0)
     parser.add_argument("--limit", type=int, default=None)
     args = parser.parse_args(argv)
@@ -158,15 +162,22 @@ def main(argv: list[str] | None = None) -> int:
     from agr_jax.data import tfds_builders
     from agr_jax.inference.predictor import Predictor
 
-    workdir = Path(args.workdir)
-    config = configuration.load(workdir)
-    tfds_dir = Path(config.data.tfds_dir) if config.data.get("tfds_dir") else workdir / "tfds"
+    if (args.workdir is None) == (args.tfds_dir is None) or (args.tfds_dir and not args.release):
+        parser.error("give --workdir, or --tfds_dir with --release")
+    if args.workdir:
+        workdir = Path(args.workdir)
+        config = configuration.load(workdir)
+        tfds_dir = (Path(config.data.tfds_dir) if config.data.get("tfds_dir")
+                    else workdir / "tfds")
+        report_dir = workdir / "eval"
+    else:
+        tfds_dir, report_dir = Path(args.tfds_dir), Path("runs/align_check")
     source = tfds_builders.load_split(tfds_dir, args.split)
     predictor = (Predictor.from_release(args.release) if args.release
                  else Predictor.from_workdir(workdir))
     out = check(predictor, source, args.detector, args.canvas, args.limit)
     out.update(model=args.release or str(workdir), split=f"{tfds_dir}:{args.split}")
-    path = workdir / "eval" / f"align_check_{args.split}.json"
+    path = report_dir / f"align_check_{args.detector}_{args.split}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))

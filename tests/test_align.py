@@ -115,3 +115,21 @@ def test_a_shrinking_warp_is_the_training_resize_not_point_sampling():
     np.testing.assert_array_equal(align.warp_affine(noise, shrink, 80), expected)
     aliased = align._warp_point_sampled(noise, shrink, 80).astype(int)
     assert np.abs(aliased - expected).mean() > 20  # the test can tell the two apart
+
+
+def test_a_large_face_is_box_reduced_first_and_reads_as_the_full_supersampled_warp(
+        monkeypatch):
+    """A 1,100 px face of a phone photo is box-reduced before the warp (bounded cost); the
+    result stays what warping at the source's full scale gives, within a few grey levels."""
+    small = np.random.default_rng(5).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    photo = np.asarray(Image.fromarray(small).resize((4000, 3000), Image.BICUBIC))
+    matrix = _similarity(0.2, 112 / 1100, (-150.0, -100.0))
+    reduced = align.warp_affine(photo, matrix, 112).astype(int)
+    calls = []
+    monkeypatch.setattr(align, "_box_reduced", lambda *a: calls.append(a) or (a[0], a[1]))
+    monkeypatch.setattr(align, "MAX_SUPERSAMPLE", 16)  # 1,100 / 112 < 16: no reduction
+    full = align.warp_affine(photo, matrix, 112).astype(int)
+    assert not calls
+    diff = np.abs(reduced - full)
+    assert diff.mean() < 2.0 and np.percentile(diff, 99) < 12, (diff.mean(), diff.max())
+    assert np.abs(reduced - np.roll(full, 3, axis=1)).mean() > 3 * diff.mean()  # can fail

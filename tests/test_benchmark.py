@@ -17,6 +17,8 @@ from agr_jax.bench.step import ModelSpec
 from agr_jax.models import flops
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
+# The twins are the PyTorch side of vs_pytorch itself: what they check needs torch.
+NO_TORCH = "the PyTorch twin needs torch: pip install 'agr_jax[bench]' (CI: the `twins` extra)"
 TINY_ROR = {"width": 4, "stage_sizes": (1, 1), "head_hidden": (16,)}
 
 
@@ -160,7 +162,7 @@ TWINS = [("ror", {"width": 4, "stage_sizes": (1, 1)}, 32),
            if m.key in suite.VS_PYTORCH_TARGETS)]
 
 
-@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+@pytest.mark.skipif(not HAS_TORCH, reason=NO_TORCH)
 @pytest.mark.parametrize("name,kw,side", TWINS, ids=lambda v: str(v))
 def test_torch_twin_has_the_same_parameters_outputs_and_flops(name, kw, side):
     """vs_pytorch compares the same network: parameter count, output shapes, and FLOPs per
@@ -183,7 +185,7 @@ def test_torch_twin_has_the_same_parameters_outputs_and_flops(name, kw, side):
     assert 2 * flops.forward_flops(model, side) == counter.get_total_flops() > 0
 
 
-@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+@pytest.mark.skipif(not HAS_TORCH, reason=NO_TORCH)
 def test_torch_step_leaves_subnormal_floats_working():
     """PyTorch flushes denormals only while it is timed (left on, it breaks hypothesis)."""
     import numpy as np
@@ -195,7 +197,7 @@ def test_torch_step_leaves_subnormal_floats_working():
     assert tiny * 2.0 > 0
 
 
-@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+@pytest.mark.skipif(not HAS_TORCH, reason=NO_TORCH)
 def test_torch_twin_process_times_windows_and_reports_a_dead_child():
     from benchmarks.vs_pytorch import TorchStepProcess
 
@@ -335,12 +337,13 @@ def test_each_model_section_runs_on_its_own_cpu_split_unless_the_flag_says(monke
     fake("inference", {})
     fake("predict", {"views_1": {"crops_s": 1.0}})
     fake("predict_fast", {"views_1": {"crops_s": 1.0}})
+    fake("photos", {"sizes": {}})
     monkeypatch.setattr(suite, "release_missing", lambda name: None)  # as if written
     two = suite.Suite(models=[ModelSpec("ror", 16, 8, cpu_devices=2), ModelSpec("resnet18", 16, 8)])
     suite.run_suite(two, None, tmp_path)
     assert calls == [("machine", 0), ("model", 2), ("model", 0), ("pipeline", 0), ("loop", 2),
                      ("loop", 2), ("loop", 2), ("inference", 2), ("predict", 0),
-                     ("predict_fast", 0)]
+                     ("predict_fast", 0), ("photos", 0)]
     calls.clear()
     suite.run_suite(two, None, tmp_path, cpu_devices=1)  # --cpu_devices 1 wins everywhere
     assert {devices for _, devices in calls} == {1}
@@ -352,7 +355,7 @@ def test_each_model_section_runs_on_its_own_cpu_split_unless_the_flag_says(monke
     report = suite.run_suite(two, None, tmp_path)
     assert [name for name, _ in calls] == ["machine", "model", "model", "model", "pipeline",
                                            "loop", "loop", "loop", "loop", "inference",
-                                           "predict", "predict_fast"]
+                                           "predict", "predict_fast", "photos"]
     assert "repeats" not in report["step"]["ror"] and report["step"]["resnet18"]["repeats"] == 2
     assert report["loop_host_augment"]["repeats"] == 2 and "repeats" not in report["loop"]
     calls.clear()

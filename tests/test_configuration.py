@@ -206,3 +206,48 @@ def test_device_augmentation_refuses_rotation_and_noise_naming_the_keys():
     with pytest.raises(ValueError, match=r"config.data.augment / config.data.augment_on: "
                                          r"augment_on='device': \['rotate_deg', 'noise_std'\]"):
         configuration.validate(config)
+
+
+@pytest.mark.parametrize(
+    "ratios, folds, reason",
+    [
+        ((0.9, 0.1, 0.0), 0, r"the test share is 0 in \(0.9, 0.1, 0.0\).*TFDS cannot build an "
+                             "empty split"),
+        ((0.0, 0.5, 0.5), 0, "the train share is 0"),
+        ((0.9, 0.0, 0.1), 5, "the validation share is 0"),  # k-fold: train/validation used
+        ((1.1, -0.1, 0.0), 0, "must be non-negative"),
+        ((0.8, 0.3, 0.1), 0, "must sum to 1"),
+        ((0.8, 0.2), 0, "must have 3 values"),
+    ],
+)
+def test_split_ratios_tfds_cannot_build_are_refused_with_the_reason(ratios, folds, reason):
+    config = base()
+    config.data.split_ratios = ratios
+    config.data.folds = folds
+    with pytest.raises(ValueError, match=f"config.data.split_ratios: .*{reason}"):
+        configuration.validate(config)
+
+
+def test_k_fold_takes_its_test_split_from_the_fold_not_the_share():
+    config = base()
+    config.data.split_ratios = (0.9, 0.1, 0.0)
+    config.data.folds, config.data.fold = 5, 4
+    configuration.validate(config)
+    for folds, fold, key in ((1, 0, "data.folds"), (5, 5, "data.fold"), (5, -1, "data.fold")):
+        config.data.folds, config.data.fold = folds, fold
+        with pytest.raises(ValueError, match=f"config.{key}: expected"):
+            configuration.validate(config)
+
+
+def test_a_zero_split_share_stops_training_before_the_data_is_prepared(tmp_path, monkeypatch):
+    from agr_jax.data import prepare
+
+    def no_preparing(*args, **kwargs):
+        raise AssertionError("prepared the data before the config was validated")
+
+    monkeypatch.setattr(prepare, "prepare", no_preparing)
+    config = base()
+    config.data.split_ratios = (0.9, 0.1, 0.0)
+    with pytest.raises(ValueError, match="config.data.split_ratios: the test share is 0"):
+        loop.train_and_evaluate(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -17,8 +17,9 @@ from agr_jax import models
 from agr_jax.convert import keras as keras_convert
 
 os.environ.setdefault("KERAS_BACKEND", "numpy")
-keras = pytest.importorskip("keras")
-legacy_h5 = pytest.importorskip("keras.src.legacy.saving.legacy_h5_format")
+keras = pytest.importorskip("keras", reason="pip install 'keras>=3.0'")
+legacy_h5 = pytest.importorskip("keras.src.legacy.saving.legacy_h5_format",
+                                reason="Keras 3's legacy H5 reader: pip install 'keras>=3.0'")
 
 # backbone -> (Keras application, input size, file layouts checked)
 CASES = {

@@ -1,9 +1,11 @@
 """TF.js importer: a tiny MobileNet-shaped graph model written here (model.json + .bin with
 float16 and uint8-quantised weights; the three conv forms: Conv2D + Add + Relu/Minimum/Maximum,
 DepthwiseConv2dNative + Mul + Add + Relu6, _FusedConv2D with BiasAdd+Relu6), converted, must
-compute what a numpy reading of the same graph computes."""
+compute what a numpy reading of the same graph computes; the pinned sha256 check refuses
+other bytes unless skipped."""
 
 import base64
+import hashlib
 import json
 
 import jax
@@ -133,7 +135,7 @@ def test_reader_dequantises_float16_and_uint8(graph):
 
 def test_converted_tiny_graph_computes_the_graph(graph):
     path, w = graph
-    variables = tfjs.convert(path, input_range="as_is", input_channels="as_is")
+    variables = tfjs.convert(path, input_range="as_is", input_channels="as_is", sha256=None)
     backbone = models.BACKBONES["mobilenet"](alpha=0.125, num_blocks=1, conv_impl="xla")
     pixels = np.random.default_rng(1).integers(0, 256, (2, SIZE, SIZE, 3)).astype(np.uint8)
     x = pixels.astype(np.float32)
@@ -142,7 +144,7 @@ def test_converted_tiny_graph_computes_the_graph(graph):
 
     # 0..255 BGR folded into the first conv: our RGB uint8 -> [-1, 1] input reads what the
     # graph reads from BGR 0..255, except where the graph's zero padding (our -1) reaches.
-    folded = tfjs.convert(path, input_range="0_255", input_channels="bgr")
+    folded = tfjs.convert(path, input_range="0_255", input_channels="bgr", sha256=None)
     ours = np.asarray(
         jax.jit(lambda v, x: backbone.apply(v, normalize_pixels(x)))(folded, jnp.asarray(pixels))
     )
@@ -158,4 +160,35 @@ def test_a_graph_that_is_not_a_mobilenet_chain_is_refused(graph, tmp_path):
     ]
     path.write_text(json.dumps(model))
     with pytest.raises(ValueError, match="graph has 2 convs"):
-        tfjs.convert(path)
+        tfjs.convert(path, sha256=None)
+
+
+def digests(folder) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+
+
+def test_the_files_must_have_the_pinned_sha256(graph, tmp_path):
+    path, _ = graph
+    pinned = digests(tmp_path)
+    tfjs.convert(path, sha256=pinned)  # the pinned bytes: accepted
+
+    shard = tmp_path / "tiny.bin"
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 1  # same length, so only the digest can tell
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ValueError) as e:
+        tfjs.convert(path, sha256=pinned)
+    actual = hashlib.sha256(bytes(data)).hexdigest()
+    assert f"{shard}: sha256 {actual}, expected {pinned['tiny.bin']}" in str(e.value)
+    assert "--skip_sha256" in str(e.value)
+    tfjs.convert(path, sha256=None)  # unchecked, the same bytes still convert
+
+
+def test_the_cli_checks_faceres_by_default_and_skips_on_request(graph, tmp_path):
+    path, _ = graph
+    out = tmp_path / "converted"
+    with pytest.raises(ValueError, match=r"model.json: no pinned sha256 .*faceres.bin, faceres"):
+        tfjs.main(["--graph", str(path), "--out", str(out)])
+    assert not out.exists()
+    assert tfjs.main(["--graph", str(path), "--out", str(out), "--skip_sha256"]) == 0
+    assert out.exists()

@@ -1,6 +1,7 @@
 """Export: StableHLO and ONNX files of a tiny model agree with the Flax predictor (calibrated
 outputs, max abs difference <= 1e-4 in float32) at batch sizes 1, 7 and 64 from one export;
-the entry point writes both formats and their sidecar."""
+the entry point writes both formats and their sidecar. ONNX cases skip, with the install
+command, when jax2onnx, onnx or onnxruntime is not installed."""
 
 import json
 from pathlib import Path
@@ -27,12 +28,26 @@ def reference(bundle):
     return fast_predictor(bundle, buckets=(1, 8, 64))
 
 
+def needs(fmt: str) -> None:
+    """Skip an ONNX case when its third-party modules are not installed."""
+    missing = export.onnx_missing() if fmt == "onnx" else []
+    if missing:
+        pytest.skip(f"ONNX export needs {', '.join(missing)}: {export.ONNX_INSTALL}")
+
+
 @pytest.fixture(scope="module")
 def exported(bundle, tmp_path_factory):
-    """One export per format, shared by the tests (exports take seconds each)."""
-    folder = tmp_path_factory.mktemp("exported")
-    return {fmt: export.export(bundle, fmt, folder / f"model.{fmt}")["path"]
-            for fmt in export.FORMATS}
+    """`exported(fmt)`: the path of one export per format, made on first use and shared by
+    the tests (exports take seconds each)."""
+    folder, paths = tmp_path_factory.mktemp("exported"), {}
+
+    def path(fmt: str) -> str:
+        needs(fmt)
+        if fmt not in paths:
+            paths[fmt] = export.export(bundle, fmt, folder / f"model.{fmt}")["path"]
+        return paths[fmt]
+
+    return path
 
 
 def crops(n: int) -> np.ndarray:
@@ -56,7 +71,7 @@ def max_differences(got: dict, want: dict) -> dict[str, float]:
 
 @pytest.mark.parametrize("fmt", export.FORMATS)
 def test_exported_matches_flax_at_batch_1_7_64(fmt, exported, reference):
-    run = export.load(exported[fmt])
+    run = export.load(exported(fmt))
     report = {}
     for n in (1, 7, 64):
         x = crops(n)
@@ -73,9 +88,10 @@ def test_exported_matches_flax_at_batch_1_7_64(fmt, exported, reference):
 
 
 def test_onnx_has_a_symbolic_batch_and_uint8_input(bundle, exported):
+    needs("onnx")
     import onnx
 
-    model = onnx.load(exported["onnx"])
+    model = onnx.load(exported("onnx"))
     image = model.graph.input[0]
     dims = [d.dim_param or d.dim_value for d in image.type.tensor_type.shape.dim]
     assert image.name == "image" and dims == ["B", SIZE, SIZE, 3]
@@ -96,14 +112,14 @@ def _conv_layers(bundle) -> int:
 def test_each_file_holds_the_network_once(bundle, exported):
     """One forward per file, whatever the number of outputs: a graph that traced the network
     per output runs that many times slower in onnxruntime (XLA's CSE would hide it)."""
-    import onnx
-
     layers = _conv_layers(bundle)
-    assert layers > 0
-    onnx_convs = sum(n.op_type == "Conv" for n in onnx.load(exported["onnx"]).graph.node)
-    assert onnx_convs == layers
-    module = jax.export.deserialize(bytearray(Path(exported["stablehlo"]).read_bytes()))
+    module = jax.export.deserialize(bytearray(Path(exported("stablehlo")).read_bytes()))
     assert module.mlir_module().count("stablehlo.convolution") == layers
+    import onnx  # after `exported`, which skips without it
+
+    assert layers > 0
+    onnx_convs = sum(n.op_type == "Conv" for n in onnx.load(exported("onnx")).graph.node)
+    assert onnx_convs == layers
 
 
 ONE_GROUP = {**CALIBRATION, "age_interval": {"level": 0.9, "edges": [], "low": [-5.0],
@@ -113,6 +129,7 @@ ONE_GROUP = {**CALIBRATION, "age_interval": {"level": 0.9, "edges": [], "low": [
 @pytest.mark.parametrize("fmt", export.FORMATS)
 @pytest.mark.parametrize("calibration", [None, ONE_GROUP], ids=["uncalibrated", "one_group"])
 def test_uncalibrated_and_single_group_exports(fmt, calibration, tmp_path):
+    needs(fmt)
     plain = tiny_bundle(calibration, seed=1)
     path = tmp_path / f"plain.{fmt}"
     export.export(plain, fmt, path)
@@ -141,6 +158,7 @@ def test_entry_point_exports_the_release_by_default(bundle, tmp_path, monkeypatc
 
 
 def test_onnx_speed_beside_jax_runs_and_agrees(bundle):
+    needs("onnx")
     from agr_jax.bench.onnx_speed import onnx_beside_jax
 
     result = onnx_beside_jax(bundle, batch=8, images=16, rounds=1)

@@ -19,7 +19,7 @@ from agr_jax import models
 from agr_jax.models.layers import SeparableConv
 
 os.environ.setdefault("KERAS_BACKEND", "numpy")
-keras = pytest.importorskip("keras")
+keras = pytest.importorskip("keras", reason="pip install 'keras>=3.0'")
 
 # Flax backbone -> (Keras application, smallest input size it accepts).
 KERAS = {

@@ -85,13 +85,12 @@ def test_conv_impl_choice_and_error():
     assert conv.conv_general_dilated_for("xla") is None
     with pytest.raises(ValueError, match="model.conv_impl"):
         conv.conv_general_dilated_for("fast")
-    if jax.default_backend() != "cpu":  # accelerators keep XLA's convolution
-        assert conv.conv_general_dilated_for("auto") is None
-        return
     matmul = conv.conv_general_dilated_for("matmul")
-    assert matmul.func is conv.cpu_conv_general_dilated and matmul.keywords == {"onednn": False}
-    auto = conv.conv_general_dilated_for("auto")
-    assert auto.keywords == {"onednn": onednn_conv.available()}
+    assert matmul.func is conv.conv_general_dilated_by_platform
+    assert matmul.keywords == {"onednn": False}
+    auto = conv.conv_general_dilated_for("auto")  # oneDNN only in a CPU-backend process
+    on_cpu = jax.default_backend() == "cpu"
+    assert auto.keywords == {"onednn": on_cpu and onednn_conv.available()}
 
 
 def test_without_onednn_auto_falls_back_and_onednn_refuses(monkeypatch, caplog):

@@ -1,50 +1,63 @@
-"""MTCNN in JAX against facenet-pytorch's MTCNN (boxes and landmarks within 1 px), its weight
-converter, its no-recompile bucketing, and the Haar fallback.
-
-The reference runs through benchmarks/facenet_reference.py: when torchvision cannot be imported
-(the PyPI torchvision 0.28.0 wheel fails with "operator torchvision::nms does not exist" next
-to torch 2.13.0+cpu), facenet-pytorch gets a pure-torch `batched_nms` with torchvision's exact
-semantics; the rest of its detect_face runs unchanged. Needs `torch` (the `test` extra) and
-`pip install --no-deps facenet-pytorch==2.6.0` (the Makefile does both); skipped otherwise.
-Real-image cases also need ../shared/utkface. Measured max differences are printed.
+"""MTCNN in JAX against facenet-pytorch's MTCNN, face for face, without torch: the reference
+outputs (boxes, probabilities, landmarks) are committed in tests/data/mtcnn_reference.npz,
+written by `python -m benchmarks.mtcnn_reference` (facenet-pytorch 2.6.0, torch CPU) on images
+rebuilt identically here: generated cartoon scenes, the photo matplotlib ships, and UTKFace
+crops when ../shared/utkface is there (those cases skip without it). Faces are paired one to
+one (Hungarian assignment on IoU); counts must be equal, boxes and landmarks within 0.01 px,
+probabilities within 1e-5. Also: the weight converter (needs torch), no-recompile bucketing,
+the Haar fallback and the released model end to end. Measured max differences are printed.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from scipy.optimize import linear_sum_assignment
 
-from agr_jax.bench.detect import cartoon_scene, crop_scene
 from agr_jax.inference.detect import MTCNNDetector, build_detector, side_bucket
 from agr_jax.inference.mtcnn import WEIGHTS
+from benchmarks import mtcnn_reference
 
 # ../shared/utkface beside the clone (as CI has it); AGR_JAX_UTKFACE points elsewhere (worktrees)
 SHARED_UTKFACE = Path(os.environ.get(
     "AGR_JAX_UTKFACE", Path(__file__).resolve().parents[1].parent / "shared" / "utkface"))
-TOLERANCE_PX = 1.0
-LOW_THRESHOLDS = (0.3, 0.4, 0.4)  # generated faces are cartoons: let proposals reach O-Net
+REFERENCE = Path(__file__).with_name("data") / "mtcnn_reference.npz"
+TOLERANCE_PX = 0.01
+TOLERANCE_PROB = 1e-5
+MIN_IOU = 0.5  # a pair below this is not the same face
+with np.load(REFERENCE) as _ref:
+    CASES = sorted(k.split("/")[0] for k in _ref.files if k.endswith("/boxes"))
 
 
 @pytest.fixture(scope="module")
-def reference():
-    pytest.importorskip("torch", reason="torch not installed: parity test needs the `test` extra")
-    from benchmarks.facenet_reference import load_reference_mtcnn
+def reference() -> dict[str, np.ndarray]:
+    with np.load(REFERENCE) as ref:
+        return {k: ref[k] for k in ref.files}
 
-    try:
-        mtcnn, stand_in = load_reference_mtcnn()
-    except ImportError as err:
-        pytest.skip(f"facenet-pytorch not installed (pip install --no-deps "
-                    f"facenet-pytorch==2.6.0): {err}")
-    return mtcnn, stand_in
+
+@pytest.fixture(scope="module")
+def images(reference) -> dict[str, tuple[np.ndarray, tuple[float, ...]]]:
+    """Every case's image and thresholds; UTKFace cases only when their crops are on disk."""
+    names = [str(n) for n in reference["utkface_files"]]
+    have = names and all((SHARED_UTKFACE / n).is_file() for n in names)
+    crops = mtcnn_reference.read_crops(SHARED_UTKFACE, names) if have else None
+    return {name: (image, thresholds)
+            for name, image, thresholds in mtcnn_reference.parity_images(crops)}
+
+
+@functools.cache
+def detector_with(thresholds: tuple[float, ...]) -> MTCNNDetector:
+    return MTCNNDetector(thresholds=thresholds)
 
 
 @pytest.fixture(scope="module")
 def detector():
-    return MTCNNDetector()
+    return detector_with(mtcnn_reference.DEFAULT_THRESHOLDS)
 
 
 def _utk_crops(n: int) -> list[np.ndarray]:
@@ -54,58 +67,63 @@ def _utk_crops(n: int) -> list[np.ndarray]:
     return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
 
 
-def _differences(mtcnn, ours: MTCNNDetector, image: np.ndarray) -> tuple[int, float, float]:
-    """(faces, max box difference, max landmark difference) in px; asserts the same count."""
-    from benchmarks.facenet_reference import reference_detect
-
-    boxes, probs, points = reference_detect(mtcnn, image)
-    faces = ours.detect([image])[0]
-    assert len(faces) == len(boxes), f"faces: reference {len(boxes)}, ours {len(faces)}"
-    box_diff = mark_diff = 0.0
-    for box, point in zip(boxes, points, strict=True):
-        # match by box (the largest-first order can swap near-equal areas)
-        face = min(faces, key=lambda f: np.abs(f.box - box).max())
-        box_diff = max(box_diff, float(np.abs(face.box - box).max()))
-        mark_diff = max(mark_diff, float(np.abs(face.landmarks - point).max()))
-    return len(boxes), box_diff, mark_diff
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[len(a), len(b)] intersection over union of (x0, y0, x1, y1) boxes."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
 
 
-def _report(capsys, label: str, results: list[tuple[int, float, float]], stand_in: bool) -> None:
-    faces = sum(r[0] for r in results)
-    box, mark = max(r[1] for r in results), max(r[2] for r in results)
+def paired(want_boxes: np.ndarray, got_boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one pairs (reference index, our index) maximising the summed IoU."""
+    rows, cols = linear_sum_assignment(-iou(want_boxes, got_boxes))
+    worst = iou(want_boxes, got_boxes)[rows, cols].min(initial=1.0)
+    assert worst >= MIN_IOU, f"a face has no counterpart (best pairing IoU {worst:.2f})"
+    return rows, cols
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_parity_with_facenet_pytorch(case, reference, images, capsys):
+    if case not in images:
+        pytest.skip(f"case {case} needs the {len(reference['utkface_files'])} UTKFace crops "
+                    f"named in {REFERENCE.name} at {SHARED_UTKFACE}")
+    image, thresholds = images[case]
+    assert mtcnn_reference.pixels_sha256(image) == str(reference[f"{case}/sha256"]), (
+        f"{case}: the image is not the one the reference saw (a changed generator or "
+        f"decoder?); rerun `python -m benchmarks.mtcnn_reference`")
+    assert tuple(reference[f"{case}/thresholds"]) == thresholds
+    want_boxes, want_probs, want_marks = (reference[f"{case}/{k}"]
+                                          for k in ("boxes", "probs", "landmarks"))
+    faces = detector_with(thresholds).detect([image])[0]
+    assert len(faces) == len(want_boxes) > 0, \
+        f"{case}: faces: reference {len(want_boxes)}, ours {len(faces)}"
+    got_boxes = np.stack([f.box for f in faces]).astype(np.float64)
+    rows, cols = paired(want_boxes, got_boxes)
+    box = np.abs(got_boxes[cols] - want_boxes[rows]).max()
+    mark = max(float(np.abs(faces[j].landmarks - want_marks[i]).max())
+               for i, j in zip(rows, cols, strict=True))
+    prob = max(abs(faces[j].score - want_probs[i]) for i, j in zip(rows, cols, strict=True))
     with capsys.disabled():
-        print(f"\n[mtcnn parity, {label}] {len(results)} images, {faces} faces: max |box diff| "
-              f"{box:.2g} px, max |landmark diff| {mark:.2g} px"
-              f"{' (reference NMS: pure-torch stand-in)' if stand_in else ''}")
-    assert faces > 0, "no faces at all: the comparison would be empty"
-    assert box <= TOLERANCE_PX and mark <= TOLERANCE_PX
+        print(f"\n[mtcnn parity, {case}] {len(faces)} faces: max |box diff| {box:.2g} px, "
+              f"max |landmark diff| {mark:.2g} px, max |prob diff| {prob:.2g}")
+    assert box <= TOLERANCE_PX and mark <= TOLERANCE_PX, (box, mark)
+    assert prob <= TOLERANCE_PROB, prob
 
 
-def test_parity_generated_images(reference, capsys):
-    mtcnn, stand_in = reference
-    mtcnn.thresholds = list(LOW_THRESHOLDS)
-    try:
-        ours = MTCNNDetector(thresholds=LOW_THRESHOLDS)
-        results = [_differences(mtcnn, ours, cartoon_scene(h, w, seed))
-                   for seed, (h, w) in enumerate([(240, 320), (300, 250), (200, 200)])]
-    finally:
-        mtcnn.thresholds = [0.6, 0.7, 0.7]
-    _report(capsys, "generated", results, stand_in)
-
-
-def test_parity_real_faces(reference, detector, capsys):
-    mtcnn, stand_in = reference
-    crops = _utk_crops(6)
-    padded = [np.pad(c, ((40, 60), (70, 30), (0, 0))) for c in crops[:2]]
-    cut = np.pad(crops[0][:, 30:], ((30, 30), (0, 130), (0, 0)))  # face cut by the left edge
-    results = [_differences(mtcnn, detector, image)
-               for image in [*padded, cut, crop_scene(crops[2:], seed=0)]]
-    assert results[-1][0] >= 3, "the multi-face canvas should show most of its 4 faces"
-    _report(capsys, "UTKFace", results, stand_in)
+def test_pairing_is_one_to_one_and_refuses_strangers():
+    """Two reference faces cannot both pair with one of ours (nearest-box matching could)."""
+    want = np.array([[0, 0, 10, 10], [12, 0, 22, 10]], np.float64)
+    rows, cols = paired(want, want[::-1] + 0.001)
+    assert sorted(cols.tolist()) == [0, 1] and cols.tolist() == [1, 0]
+    with pytest.raises(AssertionError, match="no counterpart"):
+        paired(want, want + np.array([50, 0, 50, 0]))
 
 
 def test_converter_reproduces_committed_weights(tmp_path):
-    pytest.importorskip("torch", reason="torch not installed")
+    pytest.importorskip("torch", reason="the converter reads facenet-pytorch's .pt files: "
+                        "pip install torch && pip install --no-deps facenet-pytorch==2.6.0")
     from agr_jax.convert import mtcnn as convert_mtcnn
 
     try:
@@ -130,6 +148,13 @@ def test_same_bucket_sizes_do_not_recompile(detector):
     assert detector.compiles == compiles, "a new image size in the same bucket recompiled"
 
 
+def test_warmup_compiles_small_canvases_and_all_proposal_batches():
+    detector = MTCNNDetector()
+    assert detector.warmup(max_side=128) == detector.compiles == 1 + 2 * 3  # P-Net 128x128
+    detector.detect([np.full((100, 120, 3), 128, np.uint8)])
+    assert detector.compiles == 7
+
+
 def test_finds_a_real_face_and_rejects_bad_input(detector):
     crop = _utk_crops(1)[0]
     faces = detector.detect([np.pad(crop, ((50, 50), (50, 50), (0, 0)))])[0]
@@ -143,7 +168,8 @@ def test_finds_a_real_face_and_rejects_bad_input(detector):
 
 
 def test_haar_detector_box_only():
-    pytest.importorskip("cv2", reason="opencv not installed (the `haar` extra)")
+    pytest.importorskip("cv2", reason="the Haar detector needs OpenCV 4: "
+                        "pip install 'opencv-python-headless>=4.8,<5'")
     haar = build_detector("haar")
     crop = _utk_crops(1)[0]
     faces = haar.detect([np.pad(crop, ((50, 50), (50, 50), (0, 0))), np.zeros((64, 64, 3),

@@ -3,6 +3,7 @@
 import io
 
 import numpy as np
+import pytest
 from inference_fakes import (
     ScriptedDetector,
     face,
@@ -54,14 +55,22 @@ def test_predict_section_reports_views_labels_detection_and_skips(monkeypatch):
     assert "would need the forward to take no time" in text
 
 
-def test_the_cost_breakdown_says_what_forward_a_reachable_target_needs():
+def test_the_cost_breakdown_says_what_forward_a_reachable_target_needs(monkeypatch):
     bundle = tiny_bundle()
-    jpegs = _jpegs(8)
     predictor = fast_predictor(bundle, views=1)
-    total = predict_bench.crops_per_s(predictor, jpegs, 0.01)
-    cost = predict_bench.cost_per_crop(predictor, jpegs, total, 0.01, target_crops_s=1.0)
-    host_s = (cost["decode_ms"] + cost["rest_ms"]) / 1e3
-    assert cost["forward_needed_crops_s"] == 1.0 / (1.0 - host_s)
+    rates = iter([1000.0, 500.0])  # decode + resize 1 ms per crop, then the forward 2 ms
+    monkeypatch.setattr(predict_bench, "items_per_s", lambda fn, seconds: next(rates))
+    # 200 crops/s end to end = 5 ms per crop: 1 decode + 2 forward + 2 the rest. A target of
+    # 250 crops/s (4 ms) leaves the forward 4 - 1 - 2 = 1 ms: 1,000 crops/s, twice its rate.
+    cost = predict_bench.cost_per_crop(predictor, _jpegs(2), 200.0, 0.01, target_crops_s=250.0)
+    assert cost["decode_ms"] == pytest.approx(1.0) and cost["forward_ms"] == pytest.approx(2.0)
+    assert cost["rest_ms"] == pytest.approx(2.0)
+    assert cost["forward_needed_crops_s"] == pytest.approx(1000.0)
+    text = "\n".join(predict_bench.format_lines({"views_1": {"crops_s": 200.0},
+                                                  "views_2": {"crops_s": 100.0},
+                                                  "views_2_cost": 2.0, "cost": cost,
+                                                  "skipped": {}}))
+    assert "250 crops/s would need the forward at 1,000 crops/s (2.0x this model's)" in text
 
 
 def test_crops_only_times_crops_labels_and_cost_and_skips_the_rest(monkeypatch):

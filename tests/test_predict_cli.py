@@ -18,9 +18,10 @@ from inference_fakes import (
 from PIL import Image
 
 from agr_jax.inference import run as run_lib
+from agr_jax.inference import video
 from agr_jax.inference.predictor import RECORD_FIELDS
 
-cv2 = pytest.importorskip("cv2")
+cv2 = pytest.importorskip("cv2", reason="pip install 'opencv-python-headless>=4.8,<5'")
 
 
 class MovingFaces:
@@ -81,9 +82,10 @@ def test_folder_to_csv_with_annotations_and_exit_status(bundle, tmp_path, monkey
     assert json.loads(by_name["p0.png"]["box"]) == [10, 10, 70, 70]
     assert set(json.loads(by_name["p0.png"]["gender_prob"])) == {"male", "female"}
     assert len(rows) == 4
-    annotated = sorted(x.name for x in (tmp_path / "ann").iterdir())
-    assert annotated == ["p0.annotated.png", "p1.annotated.png", "p2.annotated.png"]
-    drawn = np.asarray(Image.open(tmp_path / "ann" / "p0.annotated.png"))
+    ann = tmp_path / "ann"  # the folder structure below the inputs' common folder kept
+    annotated = sorted(x.relative_to(ann).as_posix() for x in ann.rglob("*") if x.is_file())
+    assert annotated == ["sub/p0.annotated.png", "sub/p1.annotated.png", "sub/p2.annotated.png"]
+    drawn = np.asarray(Image.open(ann / "sub" / "p0.annotated.png"))
     assert tuple(drawn[40, 10]) == (40, 220, 60)  # the box's left edge, in the OK colour
     summary = capsys.readouterr().err
     assert "1 failed inputs" in summary and "1 folder files skipped" in summary
@@ -141,3 +143,42 @@ def test_unopenable_video_is_a_failed_input(bundle, tmp_path):
     out = tmp_path / "b.jsonl"
     assert run_lib.run(fast_predictor(bundle), [str(bad)], detect="none", out=str(out)) == 1
     assert "cannot open" in json.loads(out.read_text())["reason"]
+
+
+class StillFace:
+    """The same face in every frame."""
+
+    name = "mtcnn"
+
+    def detect(self, images):
+        return [[face(30, 20, 90, 80)] for _ in images]
+
+
+def test_a_still_face_sampled_every_15_frames_is_one_track(bundle, tmp_path, monkeypatch):
+    """The tracker's gap counts the frames it is given: 100 frames sampled every 15th are 7
+    frames 15 apart, one track (counted in raw frames, each would start a new one)."""
+    install_fake_align(monkeypatch)
+    path = tmp_path / "still.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (128, 96))
+    for k in range(100):
+        writer.write(photo(0, 96, 128, seed=k % 3)[:, :, ::-1].copy())
+    writer.release()
+    out = tmp_path / "still.jsonl"
+    p = fast_predictor(bundle, detector=StillFace())
+    assert run_lib.run(p, [str(path)], detect="mtcnn", out=str(out), every=15) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    tracks = [r for r in rows if r["kind"] == "track"]
+    assert len(tracks) == 1 and tracks[0]["frames"] == [0, 90]
+    assert tracks[0]["frame_count"] == 7 and tracks[0]["age"] is not None
+
+
+def test_tracker_gap_is_in_updates_and_expired_tracks_are_not_matched():
+    tracker = video.IouTracker(max_gap=2)
+    row = {"box": [0, 0, 10, 10]}
+    for frame in (0, 100, 200):
+        tracker.update(frame, [dict(row)])
+    assert len(tracker.tracks) == 1
+    for frame in (201, 202, 203):  # three updates without the face: past max_gap
+        tracker.update(frame, [])
+    tracker.update(204, [dict(row)])
+    assert len(tracker.tracks) == 2

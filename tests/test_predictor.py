@@ -55,9 +55,11 @@ def test_records_fields_labels_calibration(predictor):
         assert sum(r["gender_prob"].values()) == pytest.approx(1, abs=1e-3)
         lo, hi = r["age_interval"]
         assert lo <= r["age"] <= hi and r["abstained"] is False and r["reason"] is None
-        # The fake calibration's offsets, by predicted-age group (edge at 30 years).
-        want = (-3, 4) if r["age"] < 30 else (-10, 12)
-        assert (lo - r["age"], hi - r["age"]) == pytest.approx(want, abs=0.11) or lo == 0
+        # The fake calibration's offsets, by predicted-age group (edge at 30 years), the
+        # bounds clipped to [0, max_age] (records round to 0.1 year).
+        low, high = (-3, 4) if r["age"] < 30 else (-10, 12)
+        want = (max(r["age"] + low, 0.0), min(r["age"] + high, predictor.bundle.task_spec.max_age))
+        assert (lo, hi) == pytest.approx(want, abs=0.11)
 
 
 def test_temperature_applied(bundle):

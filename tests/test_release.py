@@ -1,6 +1,7 @@
 """Release format on a tiny trained run: float16 weights that predict as the float32
-checkpoint does, calibration fitted on validation, a model card generated from the
-evaluation report; the predict entry point on the run."""
+checkpoint does, calibration fitted on validation, the evaluation scored from the written
+files (and re-scored by --refresh without touching the weights), a model card generated
+from the evaluation report; the predict entry point on the run."""
 
 import json
 import subprocess
@@ -54,10 +55,53 @@ def test_release_folder_card_and_report(released, trained):
                  f"{cal['ece']['race']['before']:.4f}", "non-commercial", "By race",
                  "python -m agr_jax.release --workdir", "Limitations"):
         assert text in card, text
-    assert (trained / "eval" / "test_release.json").exists()
-    md = (trained / "eval" / "test_release.md").read_text()
-    assert "## Calibration (fitted on the validation split)" in md and "true-age decade" in md
+    assert "## Calibration (fitted on the validation split)" in card
+    assert "true-age decade" in card and "predicted age (years)" in card
     assert report["tta"] == "" and report["flip_tta"] is False  # as the predictor runs it
+
+
+def test_the_release_scores_the_files_it_wrote(released, trained):
+    """The report is of weights.npz (float16) run by the Predictor, not of the checkpoint:
+    its age MAE is what the shipped files give on the test split."""
+    from agr_jax import configuration
+    from agr_jax.data import tfds_builders
+    from agr_jax.inference.load import tfds_dir_of
+
+    _, out = released
+    report = json.loads((out / release.EVALUATION).read_text())
+    assert report["scored"]["weights_sha256"] == release.weights_sha256(out)
+    assert report["scored"]["compute_dtype"] == "float32"
+    tfds_dir = tfds_dir_of(configuration.load(trained), trained)
+    shipped = Predictor.from_release(out, compiler_options=FAST_COMPILE).predict_labelled(
+        tfds_builders.load_split(tfds_dir, "test"))
+    assert report["n"] == len(shipped["age"])
+    assert report["age_mae"] == pytest.approx(
+        float(np.mean(np.abs(shipped["age_pred"] - shipped["age"]))), abs=1e-4)
+
+
+def test_refresh_rescores_without_touching_the_weights(released, trained, tmp_path):
+    import shutil
+
+    from agr_jax import configuration
+    from agr_jax.inference.load import tfds_dir_of
+
+    _, out = released
+    folder = tmp_path / "copy"
+    shutil.copytree(out, folder)
+    before = release.weights_sha256(folder)
+    (folder / release.CARD).write_text("stale")
+    tfds_dir = tfds_dir_of(configuration.load(trained), trained)
+    result = release.refresh_release(folder, tfds_dir)
+    assert release.weights_sha256(folder) == before
+    assert (folder / release.CARD).read_text() != "stale"
+    old = json.loads((out / release.EVALUATION).read_text())
+    assert result["report"]["age_mae"] == pytest.approx(old["age_mae"], abs=1e-6)
+    # a release scored on another protocol is refused, nothing written
+    stale = {**old, "protocol": "some other split"}
+    (folder / release.EVALUATION).write_text(json.dumps(stale))
+    with pytest.raises(ValueError, match="refresh on the build the release was evaluated"):
+        release.refresh_release(folder, tfds_dir)
+    assert json.loads((folder / release.EVALUATION).read_text()) == stale
 
 
 def test_float16_release_predicts_as_the_float32_checkpoint(released, trained, synthetic_dir):

@@ -46,6 +46,14 @@ def test_release_names_map_to_package_folders():
         assert (PACKAGE.parent / recipe).exists(), recipe
 
 
+def test_recipes_name_the_configs_the_shipped_releases_were_trained_with():
+    for name, recipe in release.RECIPES.items():
+        meta = release.released_dir(name) / release.MODEL_JSON
+        if meta.exists():  # a release folder may ship before its weights exist
+            trained = json.loads(meta.read_text())["source"]["config_name"]
+            assert Path(recipe).stem == trained, (name, recipe)
+
+
 def test_default_model_fast_loads_the_fast_release(fast_only, bundle):
     predictor = Predictor.default(model="fast", views=2, compiler_options=FAST_COMPILE)
     assert predictor.views == 2 and predictor.bundle.image_size == bundle.image_size

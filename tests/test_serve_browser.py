@@ -1,6 +1,7 @@
 """The page in a real browser: headless Chromium (Debian's `chromium`, driven by Playwright)
-with a fake camera playing a .y4m made from face images; the page sends frames to a live
-server and the test reads back the boxes and labels it drew. The screenshot is saved to
+with a fake camera playing a .y4m of two real faces (matplotlib's sample portrait and its
+mirror); the page sends frames to a live server whose real YuNet detector finds them, and
+the test reads back the boxes and labels it drew. The screenshot is saved to
 runs/test_artifacts/serve_page.png (or $AGR_TEST_ARTIFACTS).
 
 Skipped, saying how to install them, when Playwright or Chromium is missing: `make browser`.
@@ -13,21 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from inference_fakes import CALIBRATION, face, fast_predictor, install_fake_align, tiny_bundle
+from inference_fakes import CALIBRATION, fast_predictor, tiny_bundle, two_portraits
 from live_server import live_server
 from PIL import Image
 
-from agr_jax.data import synthetic
-from agr_jax.serve.app import create_app
+from agr_jax.serve.app import Limits, create_app
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL_FACES = ROOT.parent / "shared" / "utkface"
 ARTIFACTS = Path(os.environ.get("AGR_TEST_ARTIFACTS", ROOT / "runs" / "test_artifacts"))
 ORT_WEB = Path(os.environ.get("AGR_ORT_WEB", ROOT / "runs" / "ort-web" / "dist"))
 WIDTH, HEIGHT = 320, 240
-# Where the two faces sit in the fake camera's frames (fractions of width and height).
-FACE_BOXES = [(0.08, 0.2, 0.43, 0.67), (0.55, 0.2, 0.9, 0.67)]
 BOX_COLOUR = (0x00, 0xE6, 0x76)  # the page's first box colour (#00e676)
+EXIF_ORIENTATION = 0x0112
 
 
 def chromium_path() -> str | None:
@@ -47,35 +45,19 @@ pytestmark = pytest.mark.skipif(
     "which runs `apt-get install -y chromium` as root)")
 
 
-class FixedBoxes:
-    """A detector that finds the fake camera's two faces where they were painted."""
-
-    name = "mtcnn"
-
-    def detect(self, images):
-        out = []
-        for img in images:
-            h, w = img.shape[:2]
-            out.append([face(x0 * w, y0 * h, x1 * w, y1 * h) for x0, y0, x1, y1 in FACE_BOXES])
-        return out
+def frame() -> tuple[np.ndarray, list[tuple]]:
+    """The camera's frame: two real faces side by side, and the rectangles they fill."""
+    return two_portraits(HEIGHT, WIDTH)
 
 
-def face_images() -> list[np.ndarray]:
-    """Two real UTKFace crops when they are on disk, else two generated faces."""
-    paths = sorted(REAL_FACES.glob("*.jpg"))[:2] if REAL_FACES.is_dir() else []
-    if len(paths) == 2:
-        return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
-    rng = np.random.default_rng(0)
-    return [synthetic.render(30, 0, 1, rng, size=128), synthetic.render(60, 1, 2, rng, size=128)]
-
-
-def frame() -> np.ndarray:
-    image = np.full((HEIGHT, WIDTH, 3), 90, np.uint8)
-    for (x0, y0, x1, y1), crop in zip(FACE_BOXES, face_images(), strict=True):
-        box = [int(round(v)) for v in (x0 * WIDTH, y0 * HEIGHT, x1 * WIDTH, y1 * HEIGHT)]
-        image[box[1]:box[3], box[0]:box[2]] = np.asarray(
-            Image.fromarray(crop).resize((box[2] - box[0], box[3] - box[1])))
-    return image
+def centred_in(records: list[dict], rects: list[tuple], scale: float = 1.0) -> bool:
+    """One box per rectangle, its centre inside it (boxes in pixels of a photo `scale`
+    times the rectangles' frame)."""
+    boxes = sorted((r["box"] for r in records if r["box"]), key=lambda b: b[0])
+    if len(boxes) != len(rects):
+        return False
+    return all(x0 <= (b[0] + b[2]) / 2 / scale <= x1 and y0 <= (b[1] + b[3]) / 2 / scale <= y1
+               for b, (x0, y0, x1, y1) in zip(boxes, rects, strict=True))
 
 
 def write_y4m(path: Path, rgb: np.ndarray, frames: int = 10) -> None:
@@ -95,11 +77,15 @@ def write_y4m(path: Path, rgb: np.ndarray, frames: int = 10) -> None:
 
 @pytest.fixture(scope="module")
 def server_url():
-    with pytest.MonkeyPatch.context() as mp:
-        install_fake_align(mp)
-        predictor = fast_predictor(tiny_bundle(CALIBRATION), buckets=(1, 8), detector=FixedBoxes())
-        with live_server(create_app(predictor, detect="mtcnn")) as url:
-            yield url
+    """The tiny model behind the real YuNet detector (canvases up to 320 px, batches of 1:
+    3 programs to compile at start-up) and the real alignment."""
+    from agr_jax.inference.yunet import YuNetDetector
+
+    predictor = fast_predictor(tiny_bundle(CALIBRATION), buckets=(1, 8),
+                               detector=YuNetDetector(max_side=320, max_batch=1))
+    app = create_app(predictor, detect="yunet", limits=Limits(max_batch_photos=1))
+    with live_server(app) as url:
+        yield url
 
 
 def green_pixels(page) -> int:
@@ -119,15 +105,29 @@ def launch(p, video: Path):
         "--use-fake-ui-for-media-stream", f"--use-file-for-fake-video-capture={video}"])
 
 
+def sideways_jpeg(path: Path, upright: np.ndarray) -> None:
+    """`upright` stored as a phone stores a portrait-held shot: pixels turned 90 degrees
+    anticlockwise, EXIF orientation 6 ("turn clockwise to show")."""
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1))).save(path, quality=92,
+                                                                      exif=exif)
+
+
 def test_webcam_page_draws_boxes_and_labels_for_the_faces(server_url, tmp_path):
+    image, rects = frame()
     video = tmp_path / "faces.y4m"
-    write_y4m(video, frame())
+    write_y4m(video, image)
+    big, big_rects = two_portraits(480, 640)
+    photo = tmp_path / "sideways.jpg"
+    sideways_jpeg(photo, big)
     with playwright_api.sync_playwright() as p:
         browser = launch(p, video)
         try:
             page = browser.new_page(viewport={"width": 900, "height": 800})
             page.goto(server_url + "/")
             assert green_pixels(page) == 0  # nothing drawn before the camera starts
+            page.wait_for_selector("#detect option[value=yunet]", state="attached")
             page.click("#camera")
             page.wait_for_function("window.agr.frames >= 3", timeout=120_000)
             state = page.evaluate("window.agr")
@@ -137,20 +137,22 @@ def test_webcam_page_draws_boxes_and_labels_for_the_faces(server_url, tmp_path):
             boxes = green_pixels(page)
             listed = page.locator("#labels li").all_inner_texts()
             status = page.inner_text("#status")
-            # Uploading a photo stops the camera and draws that photo's faces.
-            photo = tmp_path / "photo.jpg"
-            Image.fromarray(frame()).save(photo, quality=92)
-            frames = state["frames"]
+            # Uploading a photo stops the camera and draws that photo's faces, upright as
+            # its EXIF orientation says (the server turns it the same way).
             page.set_input_files("#file", str(photo))
-            page.wait_for_function(f"window.agr.frames > {frames} && "
+            page.wait_for_function("(window.agr.lastImage.width !== 320 || "
+                                   "window.agr.error !== null) && "
                                    "document.getElementById('camera').textContent "
                                    "=== 'Start webcam'", timeout=60_000)
             uploaded = page.evaluate("window.agr")
         finally:
             browser.close()
     assert state["error"] is None, state["error"]
+    # The boxes come from the detector: one on each face, where the face was painted.
     assert state["faces"] == 2 and len(state["lastLabels"]) == 2, state
-    for record, text in zip(state["lastRecords"], state["lastLabels"], strict=True):
+    assert centred_in(state["lastRecords"], rects), (state["lastRecords"], rects)
+    for record, text in zip([r for r in state["lastRecords"] if r["box"]],
+                            state["lastLabels"], strict=True):
         assert record["gender"] in text and record["race"] in text
         lo, hi = record["age_interval"]
         assert f"{round(record['age'])} ({round(lo)}-{round(hi)})" in text
@@ -158,8 +160,12 @@ def test_webcam_page_draws_boxes_and_labels_for_the_faces(server_url, tmp_path):
     assert "2 face(s)" in status and "faces/s" in status
     assert boxes > 100, f"only {boxes} pixels of the box colour on the canvas"
     assert shot.stat().st_size > 10_000
-    assert uploaded["error"] is None and uploaded["faces"] == 2
+    assert uploaded["error"] is None and uploaded["faces"] == 2, uploaded
     assert [r["path"] for r in uploaded["lastRecords"]] == ["upload", "upload"]
+    # Drawn upright (stored 480 wide and 640 high): the server's size and the canvas agree.
+    assert uploaded["lastImage"] == {"width": 640, "height": 480}
+    assert uploaded["canvasSize"] == [640, 480]
+    assert centred_in(uploaded["lastRecords"], big_rects), uploaded["lastRecords"]
 
 
 def test_in_browser_mode_runs_the_onnx_model_with_onnxruntime_web(tmp_path):
@@ -173,7 +179,7 @@ def test_in_browser_mode_runs_the_onnx_model_with_onnxruntime_web(tmp_path):
     onnx_path = tmp_path / "model.onnx"
     export.export(bundle, "onnx", onnx_path)
     video = tmp_path / "faces.y4m"
-    write_y4m(video, frame())
+    write_y4m(video, frame()[0])
     predictor = fast_predictor(bundle, buckets=(1,))
     app = create_app(predictor, detect="none", in_browser=(ORT_WEB, onnx_path))
     with live_server(app) as url, playwright_api.sync_playwright() as p:

@@ -3,6 +3,11 @@
 Scenes are UTKFace crops pasted at several sizes onto a grey canvas when a folder of crops is
 given, else drawn cartoon faces (which MTCNN finds only at lowered thresholds: photos/s on
 them measures the pyramid and P-Net more than the later stages).
+
+Also the scenes the `photos` section and benchmarks/detect_quality.py build from real
+material, with known faces: backgrounds cut from real photos (`shuffled_background`), crops
+pasted at known boxes (`composite`), a real photo kept whole on a larger frame
+(`fit_on_background`), and one-to-one matching of found boxes to known ones (`match`).
 """
 
 from __future__ import annotations
@@ -91,6 +96,91 @@ def photos_per_second(detector: Detector, images: list[np.ndarray], batch: int =
     return {"detector": detector.name, "photos": len(images), "batch": batch,
             "photos_per_s": len(images) / best, "faces_per_photo": faces / len(images),
             "seconds": best}
+
+
+# -- scenes from real material, with known face boxes (the `photos` section, detect_quality) --
+
+def shuffled_background(photo: np.ndarray, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Real texture and colour without a face: `photo` resized to cover (height, width), cut
+    into tiles of ~1/30 of the short side, the tiles shuffled and turned, then blurred as an
+    out-of-focus background is. A tile is far smaller than the photo's faces at that scale,
+    so no face survives whole."""
+    rng = np.random.default_rng(seed)
+    tile = max(8, min(height, width) // 30)
+    rows, cols = -(-height // tile), -(-width // tile)
+    scale = max(rows * tile / photo.shape[0], cols * tile / photo.shape[1])
+    size = (max(cols * tile, round(photo.shape[1] * scale)),
+            max(rows * tile, round(photo.shape[0] * scale)))
+    big = np.asarray(Image.fromarray(photo).resize(size, Image.BILINEAR))[:rows * tile,
+                                                                          :cols * tile]
+    tiles = big.reshape(rows, tile, cols, tile, 3).swapaxes(1, 2).reshape(-1, tile, tile, 3)
+    tiles = np.stack([np.rot90(t, int(k)) for t, k in
+                      zip(tiles[rng.permutation(len(tiles))], rng.integers(0, 4, len(tiles)),
+                          strict=True)])
+    out = tiles.reshape(rows, cols, tile, tile, 3).swapaxes(1, 2).reshape(rows * tile,
+                                                                          cols * tile, 3)
+    soft = Image.fromarray(np.ascontiguousarray(out[:height, :width]))
+    return np.asarray(soft.filter(ImageFilter.GaussianBlur(tile / 3)))
+
+
+def composite(crops: list[np.ndarray], background: np.ndarray, sides: tuple[int, int],
+              seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The crops pasted on a copy of `background`, one per cell of a near-square grid (so
+    none overlap), each resized to a side drawn from `sides`; (image, (N, 4) float32 boxes
+    x0, y0, x1, y1 of the pasted squares)."""
+    rng = np.random.default_rng(seed)
+    height, width = background.shape[:2]
+    n = len(crops)
+    cols = max(1, round(np.sqrt(n * width / height)))
+    rows = -(-n // cols)
+    cell_h, cell_w = height // rows, width // cols
+    if min(cell_h, cell_w) < sides[0]:
+        raise ValueError(f"composite: {n} faces of >= {sides[0]} px do not fit in "
+                         f"{width}x{height} ({cols}x{rows} cells of {cell_w}x{cell_h})")
+    image, boxes = background.copy(), []
+    for crop, cell in zip(crops, rng.permutation(rows * cols), strict=False):
+        side = int(rng.integers(sides[0], min(sides[1], cell_h, cell_w) + 1))
+        x = (cell % cols) * cell_w + int(rng.integers(0, cell_w - side + 1))
+        y = (cell // cols) * cell_h + int(rng.integers(0, cell_h - side + 1))
+        image[y:y + side, x:x + side] = np.asarray(
+            Image.fromarray(crop).resize((side, side), Image.BILINEAR))
+        boxes.append((x, y, x + side, y + side))
+    return image, np.asarray(boxes, np.float32).reshape(-1, 4)
+
+
+def fit_on_background(photo: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """`photo` resized to fit inside `background` (aspect kept), centred on it: every face
+    of the photo stays in the picture, so its known face count still holds."""
+    height, width = background.shape[:2]
+    scale = min(height / photo.shape[0], width / photo.shape[1])
+    w, h = max(1, round(photo.shape[1] * scale)), max(1, round(photo.shape[0] * scale))
+    out = background.copy()
+    y, x = (height - h) // 2, (width - w) // 2
+    out[y:y + h, x:x + w] = np.asarray(Image.fromarray(photo).resize((w, h), Image.BILINEAR))
+    return out
+
+
+def match(found: np.ndarray, truth: np.ndarray, min_iou: float = 0.3) -> np.ndarray:
+    """One-to-one matching of found boxes to known ones, greedily by IoU (>= min_iou);
+    for each found box the index of its known box, or -1 (a false detection)."""
+    found, truth = np.asarray(found, np.float64).reshape(-1, 4), \
+        np.asarray(truth, np.float64).reshape(-1, 4)
+    lo = np.maximum(found[:, None, :2], truth[None, :, :2])
+    hi = np.minimum(found[:, None, 2:], truth[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=-1)
+
+    def area(b: np.ndarray) -> np.ndarray:
+        return np.prod(b[:, 2:] - b[:, :2], axis=-1)
+
+    iou = inter / np.maximum(area(found)[:, None] + area(truth)[None, :] - inter, 1e-9)
+    out = np.full(len(found), -1)
+    for flat in np.argsort(-iou, axis=None, kind="stable"):
+        i, j = divmod(int(flat), len(truth))
+        if iou[i, j] < min_iou:
+            break
+        if out[i] < 0 and j not in out:
+            out[i] = j
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -253,3 +253,17 @@ def _predict(bundle: Any, data_dir: Path | None, work_dir: Path, suite: Any,
                             target_crops_s=predict_bench.TARGET_CROPS_S, crops_only=crops_only)
     out["source"] = data.description
     return out
+
+
+def photos(data_dir: Path | None, work_dir: Path, suite: Any) -> dict[str, Any]:
+    """The `photos` section (`bench/photos.py`): issue 38's photo sizes, mixed folder, first
+    record and camera, YuNet and MTCNN through the released model, the peer beside them.
+    Needs real UTKFace crops (`data_dir`) and the real photos beside them (`photos/`)."""
+    from agr_jax.bench import photos as photos_bench
+    from agr_jax.inference.release import read_released
+
+    shared = Path(data_dir) if data_dir else None
+    if shared is None or not photos_bench.scenes.crop_paths(shared):
+        raise FileNotFoundError(f"photos: no UTKFace crops in {data_dir} (../shared/utkface)")
+    return photos_bench.run(read_released("default"), shared, shared.parent / "photos",
+                            work_dir / "photos", suite.predict_seconds)

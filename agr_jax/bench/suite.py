@@ -3,6 +3,8 @@
 Sections (keys of the report): `peak` (measured matmul TFLOP/s per dtype), `step.<model>`,
 `pipeline`, `loop_efficiency` (+ `loop` details), `vs_pytorch.<model>`, `inference`,
 `predict` (the default release end to end), `predict_fast` (the fast release's crops),
+`photos` (issue 38: photos of three sizes, a mixed folder, first record, camera; its own
+`targets` inside),
 `targets` (met or not) and `skipped` (why a section or model did not run).
 
 `loop` runs the pipeline as training does by default (through the decoded cache,
@@ -97,7 +99,7 @@ RECIPE_MODEL = ModelSpec("resnet18", 80, 128, "float32",
 
 def _cpu_suite() -> Suite:
     ror = {"width": 16, "stage_sizes": (2, 2, 2, 2)}
-    r18 = {"width": 0.75}  # 48 channels in the first stage: DESIGN.md's ResNet-18 reference
+    r18 = {"width": 0.75}  # 48 channels in stage 1: docs/results.md's PyTorch reference
     # Each model on the CPU split it trains fastest with (fresh processes, 2026-12-02):
     # RoR's many small ops run better as one device per core (68-86 vs 86-96 ms per step),
     # ResNet-18's larger convolutions better on one device using both (383 vs 487-512 ms).
@@ -200,7 +202,7 @@ LOOP_VARIANTS = (("loop", True, "auto"), ("loop_decode_every_epoch", False, "aut
                  ("loop_host_augment", True, "host"))
 # What `--sections` can pick: `step` is every model's step and vs_pytorch.
 SECTIONS = ("step", "pipeline", *(key for key, _, _ in LOOP_VARIANTS), "loop_device",
-            "inference", "predict", "predict_fast")
+            "inference", "predict", "predict_fast", "photos")
 
 
 def _skip(report: dict, what: str, why: str) -> None:
@@ -326,6 +328,12 @@ def run_suite(suite: Suite, data_dir: Path | None, work_dir: Path, isolate: bool
                 report["predict_fast"] = call(sections.predict_fast, data_dir, work_dir, suite)
             except (FileNotFoundError, isolate_sections.SectionFailed) as e:
                 _skip(report, "predict_fast", str(e).splitlines()[-1])
+    if suite.runs("photos"):  # issue 38: photos as sent, YuNet and MTCNN, the peer beside
+        log.info("photos")
+        try:
+            report["photos"] = call(sections.photos, data_dir, work_dir, suite)
+        except (FileNotFoundError, isolate_sections.SectionFailed) as e:
+            _skip(report, "photos", str(e).splitlines()[-1])
     if suite.runs("loop_device"):
         run_device_loops(suite, report, call_for, data_dir, work_dir)
     report["targets"] = targets(report)
@@ -447,6 +455,10 @@ def format_report(report: dict[str, Any]) -> str:
             from agr_jax.bench.predict import format_lines
 
             lines += format_lines(report[key], key)
+    if "photos" in report:
+        from agr_jax.bench import photos
+
+        lines += photos.format_lines(report["photos"])
     for key, lp in report.get("loop_device", {}).items():
         lines.append(f"loop_device {key:<24} efficiency {lp['loop_efficiency']:.3f} (split on "
                      f"the device, {lp['steps_per_call']} steps per call: loop "

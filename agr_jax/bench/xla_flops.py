@@ -1,9 +1,10 @@
 """XLA's own FLOP count of the compiled train step, beside the analytic count.
 
 Throughput and MFU use the analytic count (`models/flops.py`: 2 x MACs of every conv and
-matmul, training = 3 x forward), because `cost_analysis()` is best-effort (DESIGN §5: wrong
-or missing on GPU for convolutions; custom calls such as the oneDNN FFI convolutions are
-invisible to it). This puts XLA's figure next to it and says how far apart they are.
+matmul, training = 3 x forward), because `cost_analysis()` is best-effort
+(docs/accelerators.md: wrong or missing on GPU for convolutions; custom calls such as the
+oneDNN FFI convolutions are invisible to it). This puts XLA's figure next to it and says
+how far apart they are.
 
 Where they differ, the usual reasons (tests/test_xla_flops.py checks the first):
 - XLA's HloCostAnalysis counts only the kernel taps that land inside the input; the analytic

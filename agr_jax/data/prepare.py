@@ -102,6 +102,27 @@ class PrepareReport:
         return "\n".join(lines)
 
 
+def check_split_ratios(
+    ratios: Sequence[float], folds: int = 0, key: str = "--ratios"
+) -> tuple[float, float, float]:
+    """The (train, validation, test) shares a TFDS build can make, else ValueError naming
+    `key`: three finite shares summing to 1, each > 0 for every split the build fills (with
+    k-fold the test split is the held-out fold, so the test share is unused). Checked before
+    any data is read: TFDS refuses an empty split only at the end of a whole build."""
+    try:
+        ratios = utkface.validate_ratios(ratios)
+    except ValueError as e:
+        raise ValueError(f"{key}: {e}") from None
+    filled = utkface.SPLITS[:2] if folds else utkface.SPLITS
+    for name, share in zip(utkface.SPLITS, ratios, strict=True):
+        if name in filled and share <= 0:
+            raise ValueError(
+                f"{key}: the {name} share is {share:g} in {ratios}, but every split the "
+                f"build makes ({', '.join(filled)}) needs a share > 0: TFDS cannot build an "
+                "empty split")
+    return ratios
+
+
 def _as_sources(data_dir) -> list[str]:
     if isinstance(data_dir, str | os.PathLike):
         items = [data_dir]
@@ -204,7 +225,7 @@ def prepare(
             raise ValueError("min_face_score applies to --dataset imdb_wiki only")
         extra["min_face_score"] = float(min_face_score)
     start = time.perf_counter()
-    ratios = utkface.validate_ratios(ratios)
+    ratios = check_split_ratios(ratios, folds)
     age_range = utkface.validate_age_range(age_range)
     sources = _as_sources(data_dir)
     settings = _settings(sources, seed, ratios, age_range, check_decode, dataset, folds, fold,
@@ -334,7 +355,7 @@ def _parse_ratios(text: str) -> tuple[float, float, float]:
         values = tuple(float(x) for x in text.split(","))
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"--ratios {text!r}: {e}") from e
-    try:
+    try:  # the shares each split needs are checked by `prepare`, which knows --folds
         return utkface.validate_ratios(values)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from e

@@ -109,6 +109,7 @@ class UtkFace(tfds.core.GeneratorBasedBuilder):
         self.num_age_excluded = len(labels) - len(keep)
         kept = [result.examples[i] for i in keep]
         splits = self._split([lab for lab, _ in kept])
+        check_no_empty_split(splits, cfg)
         return {
             name: self._generate_examples([kept[i] for i in idx])
             for name, idx in splits.items()
@@ -139,6 +140,22 @@ class UtkFace(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, examples):
         for label, data in examples:
             yield label.file_name, self._record(label, data)
+
+
+def check_no_empty_split(splits: dict[str, list[int]], cfg: UtkFaceConfig) -> None:
+    """Refuse a split the shares leave empty for this many examples before TFDS writes any
+    (it would fail at the end with "No examples were yielded")."""
+    empty = [name for name, idx in splits.items() if not idx]
+    if empty:
+        sizes = ", ".join(f"{name} {len(idx)}" for name, idx in splits.items())
+        total = sum(map(len, splits.values()))
+        fold = f", fold {cfg.fold} of {cfg.folds}" if cfg.folds else ""
+        plural = "s" if len(empty) > 1 else ""
+        raise ValueError(
+            f"ratios (config.data.split_ratios / prepare --ratios) {tuple(cfg.ratios)}{fold}: "
+            f"the {' and '.join(empty)} split{plural} would get no examples of the {total} "
+            f"kept (split by capture-timestamp group: {sizes}); TFDS cannot build an empty "
+            "split: raise its share or add data")
 
 
 def resolve_dir(tfds_dir: str | Path) -> Path:

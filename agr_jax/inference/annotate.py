@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import collections
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +42,28 @@ def draw(image: np.ndarray, records: list[dict[str, Any]]) -> np.ndarray:
     return np.asarray(pil)
 
 
-def image_out_path(directory: Path, source: str) -> Path:
-    name = Path(source.split("#", 1)[0]).name
-    return directory / (Path(name).stem + ".annotated.png")
+def copy_paths(directory: Path, images: Sequence[str],
+               videos: Sequence[str] = ()) -> dict[str, Path]:
+    """Where each input's annotated copy goes: under `directory` at the input's place relative
+    to the deepest folder holding every input, as `STEM.annotated.png` (videos `.mp4`), so
+    photos/a/x.jpg and photos/b/x.jpg both keep a copy; where two inputs of one folder share
+    a stem (x.jpg, x.png) their copies keep the whole name (`x.jpg.annotated.png`)."""
+    kinds = {**{s: ".annotated.png" for s in images}, **{s: ".annotated.mp4" for s in videos}}
+    if not kinds:
+        return {}
+    files = {s: Path(os.path.abspath(s)) for s in kinds}
+    root = os.path.commonpath([f.parent for f in files.values()])
+    out = {s: directory / f.parent.relative_to(root) / (f.stem + kinds[s])
+           for s, f in files.items()}
+    uses = collections.Counter(out.values())
+    return {s: p if uses[p] == 1 else p.with_name(files[s].name + kinds[s])
+            for s, p in out.items()}
+
+
+def save(image: np.ndarray, records: list[dict[str, Any]], target: Path) -> None:
+    """`draw` the records on `image` into `target` (its folders created)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(draw(image, records)).save(target)
 
 
 class VideoWriter:
@@ -54,6 +76,7 @@ class VideoWriter:
 
     def write(self, frame: np.ndarray) -> None:
         if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             h, w = frame.shape[:2]
             fourcc = self.cv2.VideoWriter_fourcc(*"mp4v")
             self.writer = self.cv2.VideoWriter(str(self.path), fourcc, self.fps, (w, h))

@@ -1,4 +1,6 @@
-"""Face detectors behind the `Detector` contract: MTCNN in JAX (default) and OpenCV's Haar cascade.
+"""Face detectors behind the `Detector` contract: YuNet and MTCNN in JAX, OpenCV's Haar cascade.
+
+YuNet (`agr_jax.inference.yunet`) decodes as OpenCV's FaceDetectorYN; see docs/detection.md.
 
 MTCNN follows facenet-pytorch's `detect_face` step by step (same pyramid, area resampling,
 thresholds, NMS kinds and box arithmetic), so its boxes and landmarks match it within a pixel
@@ -19,8 +21,10 @@ import numpy as np
 
 from agr_jax.inference import boxes as bx
 from agr_jax.inference.faces import Detector, Face
+from agr_jax.inference.faces import check_image as _check_image
 from agr_jax.inference.mtcnn import WEIGHTS, ONet, PNet, RNet, load_params
 from agr_jax.inference.resample import area_pyramid, area_resize
+from agr_jax.inference.yunet import YuNetDetector
 
 # Canvas side lengths; an image goes into the smallest (height, width) canvas that holds it.
 SIDE_BUCKETS = (128, 192, 256, 320, 384, 480, 640, 800, 960, 1280, 1600, 1920, 2560, 3200,
@@ -53,14 +57,6 @@ def _pnet_output_size(n: int) -> int:
     return -(-(n - 4) // 2) + 1 - 4
 
 
-def _check_image(image: np.ndarray, index: int) -> None:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
-            or image.shape[2] != 3 or min(image.shape[:2]) < 1:
-        desc = (f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray)
-                else type(image).__name__)
-        raise ValueError(f"image {index}: expected an RGB uint8 array (H, W, 3), got {desc}")
-
-
 class MTCNNDetector:
     """MTCNN with facenet-pytorch's defaults; `detect` returns faces largest first per image."""
 
@@ -78,6 +74,22 @@ class MTCNNDetector:
         self._pnet = jax.jit(self._pnet_pyramid)
         self._rnet = jax.jit(partial(self._apply, RNet()))
         self._onet = jax.jit(partial(self._apply, ONet()))
+
+    def warmup(self, max_side: int = 480) -> int:
+        """Compile P-Net for the square, 4:3 and 3:4 canvases of SIDE_BUCKETS up to
+        `max_side` (batch 1) and R-/O-Net at every proposal batch; returns how many programs
+        that compiled. Other canvases (all of SIDE_BUCKETS would take minutes) compile on use."""
+        before = self.compiles
+        sides = [s for s in SIDE_BUCKETS if s <= max_side]
+        shapes = {(side_bucket(h), side_bucket(w)) for s in sides
+                  for h, w in ((s, s), (s * 3 // 4, s), (s, s * 3 // 4))}
+        for hb, wb in sorted(shapes):
+            self.detect([np.zeros((hb, wb, 3), np.uint8)])
+        for size in PROPOSAL_BUCKETS:
+            for net, key, side in ((self._rnet, "rnet", 24), (self._onet, "onet", 48)):
+                jax.block_until_ready(net(self.params[key], np.zeros((size, side, side, 3),
+                                                                     np.float32)))
+        return self.compiles - before
 
     # -- jitted nets on fixed shapes ------------------------------------------------------
     # full float32 matmuls/convs: TF32 on GPUs would move boxes away from the reference
@@ -248,11 +260,11 @@ class HaarDetector:
         return out
 
 
-DETECTORS = {"mtcnn": MTCNNDetector, "haar": HaarDetector}
+DETECTORS = {"yunet": YuNetDetector, "mtcnn": MTCNNDetector, "haar": HaarDetector}
 
 
 def build_detector(name: str, **kwargs) -> Detector:
-    """A detector by name ("mtcnn" or "haar"); kwargs go to its constructor."""
+    """A detector by name ("yunet", "mtcnn" or "haar"); kwargs go to its constructor."""
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; choose one of {sorted(DETECTORS)}")
     return DETECTORS[name](**kwargs)

@@ -18,6 +18,7 @@ runtime can label the outputs.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +34,14 @@ from agr_jax.inference.bundle import Bundle
 FORMATS = ("stablehlo", "onnx")
 OUTPUTS = ("age", "age_interval", "gender_prob", "race_prob")
 INPUT = "image"
+# jax2onnx without its orbax-checkpoint<0.11.37 pin (it runs with the 0.12 agr_jax needs)
+ONNX_INSTALL = "pip install 'agr_jax[export]' && pip install --no-deps jax2onnx==0.17.1"
+ONNX_MODULES = ("jax2onnx", "onnx", "onnxruntime")  # write, read, run
+
+
+def onnx_missing() -> list[str]:
+    """The modules of ONNX export and its checks that are not installed (empty: all are)."""
+    return [m for m in ONNX_MODULES if importlib.util.find_spec(m) is None]
 
 
 def portable(bundle: Bundle) -> Bundle:
@@ -130,8 +139,7 @@ def to_onnx(bundle: Bundle, views: int = 1) -> bytes:
     try:
         from jax2onnx import to_onnx as jax_to_onnx
     except ImportError as e:
-        raise ImportError("ONNX export needs jax2onnx: pip install 'agr_jax[export]' && pip "
-                          "install --no-deps jax2onnx==0.17.1 (docs/serving.md)") from e
+        raise ImportError(f"ONNX export needs jax2onnx: {ONNX_INSTALL} (docs/serving.md)") from e
 
     proto = jax_to_onnx(ordered_outputs(inference_fn(bundle, views)), [input_spec(bundle)],
                         model_name="agr_jax", input_names=[INPUT],

@@ -27,3 +27,12 @@ class Detector(Protocol):
     name: str
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Face]]: ...
+
+
+def check_image(image: np.ndarray, index: int) -> None:
+    """A detector's input check: RGB uint8 (H, W, 3); the error names the image's index."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
+            or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+        desc = (f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray)
+                else type(image).__name__)
+        raise ValueError(f"image {index}: expected an RGB uint8 array (H, W, 3), got {desc}")

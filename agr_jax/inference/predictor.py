@@ -27,7 +27,15 @@ from agr_jax.inference.faces import Detector, Face
 
 BUCKETS = (1, 8, 32, 128)  # batch sizes the forward is compiled for; larger calls chunk
 AHEAD = 2  # chunks of a long call decoded ahead of the forward
-DETECTORS = ("mtcnn", "haar", "none")
+DETECTORS = ("yunet", "mtcnn", "haar", "none")
+DEFAULT_DETECTOR = "yunet"  # docs/detection.md: more faces than MTCNN, fewer false ones, faster
+# Detectors run on a working copy of a photo: its long side is WORK_SIDE (a 4000x3000 phone
+# photo at 960x720; smaller photos as they are), or more when `min_face` asks for faces that
+# small (the copy then scaled so they span the detector's own minimum, YuNet's 40 px), up to
+# the detector's largest canvas (WORK_MAX_SIDE for detectors without canvases). Not less than
+# 960: YuNet's scores sink under its 0.9 threshold on ~50 px faces at 640 (if_t1.jpg of
+# ../shared/photos loses 2 of its 6 faces there, none at 960).
+WORK_SIDE, WORK_MAX_SIDE = 960, 1280
 VIEWS = (1, 2)  # 1: the face; 2: the face and its mirror, averaged
 RECORD_FIELDS = ("path", "face", "box", "score", "landmarks", "age", "age_interval", "gender",
                  "gender_prob", "race", "race_prob", "abstained", "reason", "note")
@@ -61,9 +69,15 @@ class Predictor:
         self.compute_dtype = (precision.check(compute_dtype) if compute_dtype is not None
                               else precision.choose(bundle.compute_dtype,
                                                     jax.default_backend()))
-        self.min_score, self.min_face = float(min_score), int(min_face)
+        # min_face (px): the smallest face to find (the working copy is made for it) and to
+        # predict (smaller ones abstain); 0: every face the WORK_SIDE copy gives
+        self.min_score = float(min_score)
+        self.min_face = int(min_face or 0)
         self.buckets = tuple(sorted(buckets))
         self.traces = 0  # how often the forward was traced (one per bucket size used)
+        # per detector: the smallest face side (photo px) it could find, lowest and highest
+        # over the photos detected so far (run summaries report it)
+        self.reach: dict[str, tuple[float, float]] = {}
         # threads that decode a call's images (None: one per CPU core, at most 16)
         self.decode_threads = (min(16, os.cpu_count() or 1) if decode_threads is None
                                else max(1, int(decode_threads)))
@@ -124,6 +138,13 @@ class Predictor:
     def fit_calibration(self, source: Any) -> dict[str, Any]:
         """Fits the calibration on a labelled split (records with JPEG `image`, `age`,
         `gender`, `race`), predicted with this predictor's views; sets and returns it."""
+        self.bundle.calibration = {**calibrate.fit(self.predict_labelled(source)),
+                                   "views": self.views}
+        return self.bundle.calibration
+
+    def predict_labelled(self, source: Any) -> dict[str, np.ndarray]:
+        """The raw `age_pred`, `gender_prob`, `race_prob` of every record of a labelled
+        split, with its `age`, `gender`, `race` (what calibration and evaluation read)."""
         size, chunk = self.bundle.image_size, self.buckets[-1]
         parts: dict[str, list] = {k: [] for k in ("age_pred", "gender_prob", "race_prob",
                                                   "age", "gender", "race")}
@@ -135,9 +156,7 @@ class Predictor:
                 parts[k].append(raw[k])
             for k in ("age", "gender", "race"):
                 parts[k].append(np.asarray([r[k] for r in rows]))
-        result = {k: np.concatenate(v) for k, v in parts.items()}
-        self.bundle.calibration = {**calibrate.fit(result), "views": self.views}
-        return self.bundle.calibration
+        return {k: np.concatenate(v) for k, v in parts.items()}
 
     def predict_crops(self, crops: np.ndarray, raw: bool = False) -> dict[str, np.ndarray]:
         """[N, S, S, 3] uint8 aligned crops -> calibrated age, interval and probabilities
@@ -181,7 +200,57 @@ class Predictor:
             self._detectors[name] = detect.build_detector(name)
         return self._detectors[name]
 
-    def __call__(self, inputs: Any, detect: str = "mtcnn") -> list[dict[str, Any]]:
+    def bound(self, detect: str) -> images.Bound:
+        """The working copy `detect` runs on: scaled so a `min_face` face spans the
+        detector's minimum, filling its canvas, within WORK_SIDE and its largest one."""
+        min_px, sides = self.detector_limits(detect)
+        scale = min(1.0, min_px / self.min_face) if self.min_face > 0 else 0.0
+        return images.Bound(scale, max(sides) if sides else WORK_MAX_SIDE, WORK_SIDE,
+                            sides)
+
+    def detector_limits(self, detect: str) -> tuple[float, tuple[int, ...]]:
+        """(smallest face side the detector finds, in px of its input; its canvases' long
+        sides, empty for a detector without canvases)."""
+        det = self.detector(detect)
+        canvases = getattr(det, "canvases", ())
+        sides = tuple(sorted({max(c) for c in canvases}))
+        if getattr(det, "max_side", None):
+            sides = tuple(s for s in sides if s <= det.max_side) or (det.max_side,)
+        if detect == "yunet":
+            from agr_jax.inference.yunet import MIN_FACE_PX
+
+            return float(MIN_FACE_PX), sides
+        size = getattr(det, "min_face_size", None) or getattr(det, "min_size", (20,))[0]
+        return float(size), sides
+
+    def describe_finding(self, detect: str) -> str:
+        """What the calls so far could find, for a run's summary, e.g. "found from 40-167
+        px by photo size (yunet needs 40 px in its working copy, long side 960-1280 px;
+        --min_face PX finds smaller ones, at more cost)"."""
+        if detect == "none":
+            return "inputs taken as aligned face crops"
+        min_px, _ = self.detector_limits(detect)
+        parts = [f"faces from {self.min_face} px asked"] if self.min_face else []
+        if detect in self.reach:
+            lo, hi = self.reach[detect]
+            parts.append(f"found from {lo:.0f} px" if round(lo) == round(hi)
+                         else f"found from {lo:.0f}-{hi:.0f} px by photo size")
+        text = ", ".join(parts or ["faces"]) + (
+            f" ({detect} needs {min_px:.0f} px in its working copy, long side "
+            f"{WORK_SIDE}-{self.bound(detect).max_side} px")
+        if self.min_face:
+            return text + "; smaller faces abstain)"
+        return text + "; --min_face PX finds smaller ones, at more cost)"
+
+    def load(self, item: Any, index: int = 0,
+             detect: str = DEFAULT_DETECTOR) -> images.Loaded:
+        """One input read for `detect` (an aligned crop for "none", else a photo with the
+        detector's working copy); raises `images.BadInput` with the reason."""
+        if detect == "none":
+            return images.crop(item, self.bundle.image_size, index)
+        return images.load(item, index, self.bound(detect))
+
+    def __call__(self, inputs: Any, detect: str = DEFAULT_DETECTOR) -> list[dict[str, Any]]:
         """One record per face (or per failed input / face-less photo), in input order.
 
         `inputs`: a path, bytes, a PIL image, a numpy (H, W, 3) uint8 array, or a list of
@@ -190,11 +259,12 @@ class Predictor:
             raise ValueError(f"detect: expected one of {DETECTORS}, got {detect!r}")
         items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         size = self.bundle.image_size
+        bound = None if detect == "none" else self.bound(detect)  # builds the detector once
 
         def load_one(i: int) -> images.Loaded | str:
             try:
-                return (images.crop(items[i], size, i) if detect == "none"
-                        else images.load(items[i], i))
+                return (images.crop(items[i], size, i) if bound is None
+                        else images.load(items[i], i, bound))
             except images.BadInput as e:
                 return f"{images.name_of(items[i], i)}\0{e}"
 
@@ -247,22 +317,27 @@ class Predictor:
         """Records for already-loaded images; a str entry is "name\\0error reason"."""
         ok = [x for x in loaded if isinstance(x, images.Loaded)]
         if detect == "none":
-            found = [[Face(np.array([0, 0, *(x.source_size or x.image.shape[1::-1])],
-                                    np.float32), 1.0, None)] for x in ok]
+            found = [[Face(np.array([0, 0, *(x.source_size or x.size)], np.float32), 1.0,
+                           None)] for x in ok]
         else:
-            found = self.detector(detect).detect([x.image for x in ok]) if ok else []
-        plan, crops = [], []  # per image: list of (face, crop index or abstain reason)
+            bound = self.bound(detect)
+            found = self.detector(detect).detect([x.bounded(bound).work for x in ok]) \
+                if ok else []
+            found = [[to_full(f, *x.work_scale()) for f in faces]
+                     for x, faces in zip(ok, found, strict=True)]
+            min_px = self.detector_limits(detect)[0]
+            for x in ok:
+                side = min_px * max(x.work_scale())
+                lo, hi = self.reach.get(detect, (side, side))
+                self.reach[detect] = (min(lo, side), max(hi, side))
+        plan, crops = [], []  # per image: (face, crop index or abstain reason), or an error
         for x, faces in zip(ok, found, strict=True):
-            rows = []
-            for face in faces:
-                reason = self.quality_problem(face)
-                if reason is None:
-                    crops.append(x.image if detect == "none"
-                                 else face_crop(x.image, face, self.bundle.image_size))
-                    rows.append((face, len(crops) - 1))
-                else:
-                    rows.append((face, reason))
-            plan.append(rows)
+            start = len(crops)
+            try:
+                plan.append(self._cut(x, faces, detect, crops))
+            except images.BadInput as e:  # the full-resolution decode failed
+                del crops[start:]
+                plan.append(f"error: {e}")
         size = self.bundle.image_size
         preds = self.predict_crops(np.stack(crops) if crops
                                    else np.zeros((0, size, size, 3), np.uint8))
@@ -273,11 +348,30 @@ class Predictor:
                 records.append(empty_record(name, reason=f"error: {reason}"))
                 continue
             x, rows = next(it)
+            if isinstance(rows, str):
+                records.append(empty_record(x.name, reason=rows))
+                continue
             if not rows:
                 records.append(empty_record(x.name, reason="no face found", note=x.note or None))
             for k, (face, where) in enumerate(rows):
                 records.append(self.record(x, k, face, where, preds))
         return records
+
+    def _cut(self, x: images.Loaded, faces: list[Face], detect: str,
+             crops: list[np.ndarray]) -> list[tuple[Face, int | str]]:
+        """Appends the crops of `x`'s faces that pass the quality checks (cut from the full
+        resolution) to `crops`; returns (face, crop index or abstain reason) per face."""
+        rows: list[tuple[Face, int | str]] = []
+        for face in faces:
+            reason = self.quality_problem(face)
+            if reason is None:
+                crops.append(x.image if detect == "none"
+                             else face_crop(x.image, face, self.bundle.image_size))
+                rows.append((face, len(crops) - 1))
+            else:
+                rows.append((face, reason))
+        x.release()  # a lazily decoded full resolution is not held for the rest of the call
+        return rows
 
     def quality_problem(self, face: Face) -> str | None:
         if face.score < self.min_score:
@@ -308,6 +402,18 @@ class Predictor:
                 "race": b.race_names[int(np.argmax(rp))],
                 "race_prob": {n: round(float(p), 4) for n, p in zip(b.race_names, rp,
                                                                      strict=True)}}
+
+
+def to_full(face: Face, sx: float, sy: float) -> Face:
+    """A face found in a working copy, in full-resolution pixels (`sx`, `sy`: full pixels
+    per working pixel; pixel centres map onto pixel centres)."""
+    if sx == 1 and sy == 1:
+        return face
+    scale = np.array([sx, sy], np.float32)
+    box = ((face.box.reshape(2, 2) + 0.5) * scale - 0.5).reshape(4)
+    marks = None if face.landmarks is None else (np.asarray(face.landmarks) + 0.5) * scale - 0.5
+    return Face(box.astype(np.float32), face.score,
+                None if marks is None else marks.astype(np.float32))
 
 
 def face_crop(image: np.ndarray, face: Face, size: int) -> np.ndarray:

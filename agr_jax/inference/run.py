@@ -51,7 +51,7 @@ def expand(paths: Sequence[str]) -> tuple[list[str], list[str], int]:
     return [f for f in files if f not in set(vids)], vids, skipped
 
 
-def _annotate_images(chunk: list[str], records: list[dict], out_dir: Path) -> None:
+def _annotate_images(chunk: list[str], records: list[dict], copies: dict[str, Path]) -> None:
     by_path = collections.defaultdict(list)
     for r in records:
         by_path[r["path"]].append(r)
@@ -60,12 +60,12 @@ def _annotate_images(chunk: list[str], records: list[dict], out_dir: Path) -> No
             image = images.load(path).image
         except images.BadInput:
             continue
-        target = annotate.image_out_path(out_dir, path)
-        annotate.Image.fromarray(annotate.draw(image, by_path[path])).save(target)
+        annotate.save(image, by_path[path], copies[path])
 
 
 def predict_images(predictor: Any, paths: list[str], detect: str, writer: RecordWriter,
-                   annotate_dir: Path | None) -> collections.Counter:
+                   copies: dict[str, Path] | None) -> collections.Counter:
+    """`copies`: where each path's annotated copy goes (`annotate.copy_paths`), or None."""
     counts: collections.Counter = collections.Counter()
     bar = tqdm(total=len(paths), unit="img", disable=len(paths) < PROGRESS_FROM,
                file=sys.stderr)
@@ -76,8 +76,8 @@ def predict_images(predictor: Any, paths: list[str], detect: str, writer: Record
         for r in records:
             count(counts, r)
             writer.write(r)
-        if annotate_dir is not None:
-            _annotate_images(chunk, records, annotate_dir)
+        if copies is not None:
+            _annotate_images(chunk, records, copies)
         bar.update(len(chunk))
         bar.set_postfix(faces_s=f"{counts['faces'] / (time.perf_counter() - start):.0f}")
     bar.close()
@@ -98,14 +98,13 @@ def count(counts: collections.Counter, record: dict[str, Any]) -> None:
 
 
 def predict_videos(predictor: Any, sources: Iterable[str | int], detect: str, every: int,
-                   writer: RecordWriter, annotate_dir: Path | None,
+                   writer: RecordWriter, copies: dict[str, Path] | None,
                    show: bool = False) -> collections.Counter:
     counts: collections.Counter = collections.Counter()
     for source in sources:
         out = None
-        if annotate_dir is not None and not isinstance(source, int):
-            out = annotate.VideoWriter(annotate_dir / (Path(source).stem + ".annotated.mp4"),
-                                       video.fps_of(source) / every)
+        if copies is not None and not isinstance(source, int):
+            out = annotate.VideoWriter(copies[source], video.fps_of(source) / every)
 
         def on_frame(index, frame, rows, out=out):
             if out is not None or show:
@@ -159,17 +158,18 @@ def run(predictor: Any, paths: Sequence[str], *, detect: str, out: str | None = 
         annotate_dir: str | None = None, every: int = 1, camera: str | None = None) -> int:
     """Predicts everything asked for; returns the exit status (1 when any input failed)."""
     image_paths, video_paths, skipped = expand(paths)
-    ann = Path(annotate_dir) if annotate_dir else None
-    if ann is not None:
-        ann.mkdir(parents=True, exist_ok=True)
+    copies = None
+    if annotate_dir:  # the inputs' folder structure kept, so same-named files never collide
+        Path(annotate_dir).mkdir(parents=True, exist_ok=True)
+        copies = annotate.copy_paths(Path(annotate_dir), image_paths, video_paths)
     show = camera is not None and display_available()
     # Camera without a window: JSON lines on stdout (and --out when given).
     stream = sys.stdout if out is None or (camera is not None and not show) else None
     writer = RecordWriter(out, stream)
     echo = RecordWriter(None, sys.stdout) if out and camera is not None and not show else None
     try:
-        counts = predict_images(predictor, image_paths, detect, writer, ann)
-        counts += predict_videos(predictor, video_paths, detect, every, writer, ann)
+        counts = predict_images(predictor, image_paths, detect, writer, copies)
+        counts += predict_videos(predictor, video_paths, detect, every, writer, copies)
         if camera is not None:
             target = _Tee(writer, echo) if echo else writer
             counts += predict_videos(predictor, [camera_source(camera)], detect, every,
@@ -181,8 +181,14 @@ def run(predictor: Any, paths: Sequence[str], *, detect: str, out: str | None = 
           f"({counts['abstained']} abstained), {counts['no_face']} without a face, "
           f"{counts['tracks']} video tracks, {counts['errors']} failed inputs"
           f"{f', {skipped} folder files skipped (not an image or video suffix)' if skipped else ''}"
-          f"{f'; wrote {out}' if out else ''}", file=sys.stderr)
+          f"{f'; wrote {out}' if out else ''}; {finding(predictor, detect)}", file=sys.stderr)
     return 1 if counts["errors"] else 0
+
+
+def finding(predictor: Any, detect: str) -> str:
+    """The smallest faces this run could find (`Predictor.describe_finding`)."""
+    describe = getattr(predictor, "describe_finding", None)
+    return describe(detect) if describe is not None else f"detector {detect}"
 
 
 class _Tee:

@@ -70,16 +70,23 @@ class Track:
 
 
 class IouTracker:
-    """Greedy IoU matching of each frame's faces to the tracks seen in the last frames."""
+    """Greedy IoU matching of each frame's faces to the tracks seen in the last frames.
+
+    `max_gap` counts the frames the tracker is given (one `update` each), not the video's:
+    with `--every 15` a track survives 10 sampled frames unseen, as with `--every 1`."""
 
     def __init__(self, min_iou: float = MIN_IOU, max_gap: int = 10):
         self.min_iou, self.max_gap = min_iou, max_gap
         self.tracks: list[Track] = []
+        self._live: list[Track] = []  # tracks seen within max_gap updates
         self._last_seen: dict[int, int] = {}
+        self._step = 0  # updates so far
 
     def update(self, frame: int, rows: list[dict[str, Any]]) -> None:
         """Sets `row["track"]` on each face row of `frame` (rows without a box are skipped)."""
-        live = [t for t in self.tracks if frame - self._last_seen[t.id] <= self.max_gap]
+        self._step += 1
+        live = self._live = [t for t in self._live
+                             if self._step - self._last_seen[t.id] <= self.max_gap]
         pairs = sorted(((iou(t.box, np.asarray(r["box"])), ti, ri)
                         for ti, t in enumerate(live) for ri, r in enumerate(rows)
                         if r.get("box") is not None), reverse=True)
@@ -94,13 +101,14 @@ class IouTracker:
             if ri not in used_r and row.get("box") is not None:
                 track = Track(len(self.tracks), np.asarray(row["box"]))
                 self.tracks.append(track)
+                self._live.append(track)
                 self._add(track, frame, row)
 
     def _add(self, track: Track, frame: int, row: dict[str, Any]) -> None:
         track.box = np.asarray(row["box"])
         track.rows.append(row)
         row["track"] = track.id
-        self._last_seen[track.id] = frame
+        self._last_seen[track.id] = self._step
 
     def summaries(self, path: str) -> list[dict[str, Any]]:
         return [summarize(path, t) for t in self.tracks]

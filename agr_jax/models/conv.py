@@ -14,7 +14,12 @@ under oneDNN; the RGB stem's forward + weight gradient ~125 ms against ~25 ms. S
   positions (a 3x3 conv 2x2x384 -> 384: 230 ms, as one matmul 24 ms), 1x1 convs, and the
   weight gradient over few input channels (the RGB stem), which become matmuls;
 - `impl="auto"` (default): "onednn" where the oneDNN FFI builds, "matmul" otherwise;
-- `impl="xla"` never reroutes. GPU/TPU always keep XLA's convolution.
+- `impl="xla"` never reroutes.
+The choice follows the platform a program is lowered for, not the host that traces it
+(`lax.platform_dependent`): GPU/TPU programs always hold XLA's convolution, also when a CPU
+host exports them (`jax.export`, tests/test_accelerator_lowering.py), and only programs
+lowered for CPU hold the routing (oneDNN only where the tracing process' default backend is
+the CPU: a GPU/TPU process builds no oneDNN library, its CPU programs get the matmul routing).
 Parameters are the same either way, so checkpoints move freely between impls.
 """
 
@@ -217,22 +222,35 @@ def cpu_conv_general_dilated(
     )
 
 
+def conv_general_dilated_by_platform(lhs: jnp.ndarray, rhs: jnp.ndarray, *args: Any,
+                                     onednn: bool = False, **kwargs: Any) -> jnp.ndarray:
+    """`lax.conv_general_dilated` where the program is lowered for GPU/TPU, the CPU routing
+    (`cpu_conv_general_dilated`) where it is lowered for CPU: both are traced, lowering keeps
+    one, so no CPU-only custom call reaches an accelerator's program."""
+    return lax.platform_dependent(
+        lhs, rhs,
+        cpu=lambda x, w: cpu_conv_general_dilated(x, w, *args, onednn=onednn, **kwargs),
+        default=lambda x, w: lax.conv_general_dilated(x, w, *args, **kwargs))
+
+
 def conv_general_dilated_for(impl: str) -> Callable[..., jnp.ndarray] | None:
     """The `nn.Conv(conv_general_dilated=...)` value for `impl` (None = flax's default).
 
-    Resolved by the default backend when the model is traced: accelerators keep XLA's
-    convolution (cuDNN/TPU have no such slow spots). On CPU, "onednn" requires the oneDNN
-    FFI, "matmul" is the matmul routing alone, and "auto" takes oneDNN where it builds and
-    the matmul routing otherwise, logging once which and why.
+    Accelerators keep XLA's convolution (cuDNN/TPU have no such slow spots): the routing
+    applies only to programs lowered for CPU (`conv_general_dilated_by_platform`). There
+    "onednn" requires the oneDNN FFI, "matmul" is the matmul routing alone, and "auto" takes
+    oneDNN where it builds and the matmul routing otherwise, logging once which and why;
+    a process whose default backend is not the CPU never builds oneDNN.
     """
     if impl not in CONV_IMPLS:
         raise ValueError(f"model.conv_impl: expected one of {CONV_IMPLS}, got {impl!r}")
-    if impl == "xla" or jax.default_backend() != "cpu":
+    if impl == "xla":
         return None
-    if impl == "onednn":
+    on_cpu = jax.default_backend() == "cpu"
+    if impl == "onednn" and on_cpu:
         onednn_conv.require()
-    use_onednn = impl == "onednn" or (impl == "auto" and _auto_onednn())
-    return functools.partial(cpu_conv_general_dilated, onednn=use_onednn)
+    use_onednn = on_cpu and (impl == "onednn" or (impl == "auto" and _auto_onednn()))
+    return functools.partial(conv_general_dilated_by_platform, onednn=use_onednn)
 
 
 @functools.cache

@@ -78,6 +78,11 @@ def _walk(jaxpr: Any, scope: str, out: list[tuple[str, str, int]]) -> None:
             out.append((layer, "dense_conv",
                         2 * math.prod(eqn.outvars[0].aval.shape) * kh * kw * cin))
             continue
+        if name == "cond" and eqn.params.get("branches_platforms"):
+            # `lax.platform_dependent` (the conv routing, `models.conv`): one computation in
+            # per-platform forms; count XLA's (the default, last), the taps every form runs
+            _walk(eqn.params["branches"][-1].jaxpr, layer, out)
+            continue
         if name == "scan":
             inner: list[tuple[str, str, int]] = []
             for sub in _sub_jaxprs(eqn):

@@ -136,7 +136,7 @@ class LossLogVars(nn.Module):
 
 
 class MultiTaskModel(nn.Module):
-    """Backbone + shared heads; the model contract of DESIGN.md section 3.
+    """Backbone + shared heads; the model contract of docs/training.md ("Model zoo").
 
     `backbone(images, train)` returns either a feature map or `(feature_map, extra_features)`;
     extra features (e.g. a FaceNet `embedding`) are merged into the returned features dict.

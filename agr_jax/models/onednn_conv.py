@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import jaxlib
 import numpy as np
 
+from agr_jax import paths
 from agr_jax.models.taps import Pads, patches
 
 SOURCE = Path(__file__).with_name("onednn_conv.cc")
@@ -70,8 +71,7 @@ def _onednn_root() -> Path:
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "agr_jax" / "onednn"
+    return paths.cache_dir("onednn")
 
 
 def _build_key(compiler: str, root: Path) -> str:

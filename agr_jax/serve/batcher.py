@@ -1,11 +1,12 @@
 """A micro-batcher: requests that arrive together share one device call.
 
-Each request `submit`s one item; a single worker takes what is queued (up to `max_items`
+Each request `submit`s one item; a worker takes what is queued (up to `max_items`
 images, waiting at most `max_wait_s` after the first arrival while the device is idle) and
-runs the batch function in one thread, so calls never overlap and, under load, every call
-takes all that queued while the previous one ran: throughput grows with concurrency
-instead of serialising. The predictor pads each call to a fixed bucket size, so a batch of
-any size reuses a compiled shape.
+runs the batch function in its own thread, so under load every call takes all that queued
+while the previous one ran: throughput grows with concurrency instead of serialising.
+`workers` > 1 lets calls overlap (a photo call is partly host work: decoding, alignment,
+which a second worker runs while the first one's detector computes). The predictor pads
+each call to a fixed bucket size, so a batch of any size reuses a compiled shape.
 """
 
 from __future__ import annotations
@@ -35,28 +36,32 @@ class MicroBatcher(Generic[Item, Result]):
     def __init__(self, run_batch: Callable[[Sequence[Item]], Sequence[Result]], *,
                  max_items: int = 32, max_wait_s: float = 0.005,
                  size_of: Callable[[Item], int] = lambda item: 1,
-                 on_batch: Callable[[int, float], None] | None = None):
-        if max_items < 1 or max_wait_s < 0:
-            raise ValueError(f"max_items >= 1 and max_wait_s >= 0, got {max_items}, "
-                             f"{max_wait_s}")
+                 on_batch: Callable[[int, float], None] | None = None, workers: int = 1):
+        if max_items < 1 or max_wait_s < 0 or workers < 1:
+            raise ValueError(f"max_items >= 1, max_wait_s >= 0 and workers >= 1, got "
+                             f"{max_items}, {max_wait_s}, {workers}")
         self.run_batch, self.max_items, self.max_wait_s = run_batch, max_items, max_wait_s
-        self.size_of, self.on_batch = size_of, on_batch
+        self.size_of, self.on_batch, self.workers = size_of, on_batch, workers
         self._queue: list[_Pending] = []
         self._wake: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, "agr-batcher")
+        self._tasks: list[asyncio.Task] = []
+        self._executor = concurrent.futures.ThreadPoolExecutor(workers, "agr-batcher")
         self.batches = 0
 
     def start(self) -> None:
-        """Starts the worker in the running event loop (the app's lifespan calls this)."""
+        """Starts the workers in the running event loop (the app's lifespan calls this)."""
         self._wake = asyncio.Event()
-        self._worker = asyncio.get_running_loop().create_task(self._work())
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._work()) for _ in range(self.workers)]
+        self._worker = self._tasks[0]
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
-            self._worker = None
+        if self._tasks:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks, self._worker = [], None
         for pending in self._queue:
             if not pending.future.done():
                 pending.future.set_exception(RuntimeError("server shutting down"))
@@ -64,7 +69,8 @@ class MicroBatcher(Generic[Item, Result]):
 
     def stats(self) -> dict[str, Any]:
         return {"max_items": self.max_items, "max_wait_ms": self.max_wait_s * 1e3,
-                "batches": self.batches, "queued": len(self._queue)}
+                "workers": self.workers, "batches": self.batches,
+                "queued": sum(not p.future.done() for p in self._queue)}
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

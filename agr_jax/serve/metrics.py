@@ -1,75 +1,122 @@
-"""Prometheus text exposition (format 0.0.4), hand-written: counters and histograms only.
+"""The service's Prometheus metrics (`prometheus_client`), one registry per app:
 
     agr_requests_total{status}          requests answered, by HTTP status
+    agr_rejected_total{lane,reason}     requests refused before any work (queue full: 503)
     agr_faces_total                     face records returned
     agr_request_seconds                 latency histogram of /v1/predict
-    agr_batch_images                    images per device call (the micro-batcher's batches)
-    agr_batch_seconds                   time per device call
+    agr_batch_images{lane}              images per device call (the micro-batchers' batches)
+    agr_batch_seconds{lane}             time per device call
+    agr_lane_pending{lane}              requests admitted and not yet answered, per lane
+    agr_xla_compiles_total              XLA programs built (or loaded from the persistent
+                                        cache) in this process, since start-up
+    agr_xla_compiles_after_ready        of those, built after /healthz said ready (0 is the goal)
+    agr_traces{component}               the detectors' and the predictor's own trace counters
+
+The compile count listens to JAX's own monitoring event for every backend compile, so it
+counts what any code path compiles, not only what a component chooses to report.
 """
 
 from __future__ import annotations
 
-import bisect
 import threading
-from collections import Counter
+from collections.abc import Callable
 
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+import jax
+import prometheus_client as prom
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # jax._src.dispatch's name
 
 
-class Histogram:
-    def __init__(self, name: str, help_text: str, buckets: tuple[float, ...]):
-        self.name, self.help, self.buckets = name, help_text, tuple(sorted(buckets))
-        self.counts = [0] * (len(self.buckets) + 1)  # the last: +Inf
-        self.sum, self.count = 0.0, 0
+class _CompileCount:
+    """Every XLA compile of this process (a `jax.monitoring` listener, registered once)."""
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.sum += value
-        self.count += 1
+    def __init__(self):
+        self._lock, self.count, self._listening = threading.Lock(), 0, False
 
-    def lines(self) -> list[str]:
-        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        running = 0
-        for bound, count in zip((*self.buckets, "+Inf"), self.counts, strict=True):
-            running += count
-            out.append(f'{self.name}_bucket{{le="{bound}"}} {running}')
-        return out + [f"{self.name}_sum {self.sum:.6f}", f"{self.name}_count {self.count}"]
+    def _on_event(self, event: str, duration: float, **kwargs) -> None:
+        if event == COMPILE_EVENT:
+            with self._lock:
+                self.count += 1
+
+    def listen(self) -> None:
+        with self._lock:
+            if not self._listening:
+                jax.monitoring.register_event_duration_secs_listener(self._on_event)
+                self._listening = True
+
+
+COMPILES = _CompileCount()
+
+
+class _Live(Collector):
+    """Values read at scrape time: compile counts and per-component trace counters."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def collect(self):
+        m = self.metrics
+        total = GaugeMetricFamily("agr_xla_compiles_total",
+                                  "XLA programs compiled in this process since start-up.")
+        total.add_metric([], COMPILES.count)
+        after = GaugeMetricFamily("agr_xla_compiles_after_ready",
+                                  "XLA programs compiled after the service reported ready.")
+        after.add_metric([], m.compiles_after_ready())
+        traces = GaugeMetricFamily("agr_traces", "Trace/compile counters the components keep.",
+                                   labels=["component"])
+        for name, read in sorted(m.trace_counters.items()):
+            value = read()
+            if value is not None:
+                traces.add_metric([name], value)
+        yield from (total, after, traces)
 
 
 class Metrics:
-    """Thread-safe: the batcher's worker thread and the event loop both record."""
+    """One registry per app (tests build many apps in one process)."""
 
     def __init__(self):
-        self._lock = threading.Lock()
-        self.requests: Counter[int] = Counter()
-        self.faces = 0
-        self.latency = Histogram("agr_request_seconds", "Latency of /v1/predict.",
-                                 LATENCY_BUCKETS)
-        self.batch_images = Histogram("agr_batch_images", "Images per device call.",
-                                      BATCH_BUCKETS)
-        self.batch_seconds = Histogram("agr_batch_seconds", "Seconds per device call.",
-                                       LATENCY_BUCKETS)
+        COMPILES.listen()
+        self.registry = prom.CollectorRegistry()
+        r = self.registry
+        self.requests = prom.Counter("agr_requests", "Requests to /v1/predict, by HTTP status.",
+                                     ["status"], registry=r)
+        self.rejected = prom.Counter("agr_rejected", "Requests refused before any work.",
+                                     ["lane", "reason"], registry=r)
+        self.faces = prom.Counter("agr_faces", "Face records returned.", registry=r)
+        self.latency = prom.Histogram("agr_request_seconds", "Latency of /v1/predict.",
+                                      buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_images = prom.Histogram("agr_batch_images", "Images per device call.",
+                                           ["lane"], buckets=BATCH_BUCKETS, registry=r)
+        self.batch_seconds = prom.Histogram("agr_batch_seconds", "Seconds per device call.",
+                                            ["lane"], buckets=LATENCY_BUCKETS, registry=r)
+        self.pending = prom.Gauge("agr_lane_pending", "Requests admitted, not yet answered.",
+                                  ["lane"], registry=r)
+        self.trace_counters: dict[str, Callable[[], int | None]] = {}
+        self.compiles_at_ready: int | None = None
+        r.register(_Live(self))
+
+    def mark_ready(self) -> None:
+        self.compiles_at_ready = COMPILES.count
+
+    def compiles_after_ready(self) -> int:
+        return 0 if self.compiles_at_ready is None else COMPILES.count - self.compiles_at_ready
 
     def request(self, status: int, seconds: float, faces: int = 0) -> None:
-        with self._lock:
-            self.requests[status] += 1
-            self.faces += faces
-            self.latency.observe(seconds)
+        self.requests.labels(str(status)).inc()
+        self.faces.inc(faces)
+        self.latency.observe(seconds)
 
-    def batch(self, images: int, seconds: float) -> None:
-        with self._lock:
-            self.batch_images.observe(images)
-            self.batch_seconds.observe(seconds)
+    def batch(self, lane: str, images: int, seconds: float) -> None:
+        self.batch_images.labels(lane).observe(images)
+        self.batch_seconds.labels(lane).observe(seconds)
 
-    def render(self) -> str:
-        with self._lock:
-            lines = ["# HELP agr_requests_total Requests to /v1/predict, by HTTP status.",
-                     "# TYPE agr_requests_total counter"]
-            lines += [f'agr_requests_total{{status="{s}"}} {n}'
-                      for s, n in sorted(self.requests.items())]
-            lines += ["# HELP agr_faces_total Face records returned.",
-                      "# TYPE agr_faces_total counter", f"agr_faces_total {self.faces}"]
-            for histogram in (self.latency, self.batch_images, self.batch_seconds):
-                lines += histogram.lines()
-        return "\n".join(lines) + "\n"
+    def value(self, name: str, **labels: str) -> float | None:
+        """One sample's current value (tests, /healthz)."""
+        return self.registry.get_sample_value(name, labels)
+
+    def render(self) -> bytes:
+        return prom.generate_latest(self.registry)

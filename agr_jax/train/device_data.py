@@ -1,7 +1,7 @@
 """The decoded split on the devices (`config.data.placement`): only row numbers cross per step.
 
 On an accelerator the host's JPEG pipeline fed one H100 at 25.5k img/s against a 141k img/s
-step (DESIGN §5b). A decoded face split is small (UTKFace's training crops at 80 px:
+step (docs/accelerators.md). A decoded face split is small (UTKFace's training crops at 80 px:
 285 MB), so with placement "device" it is copied to every device once, and each step
 receives only its rows (`pipeline.ROWS`) and the flip/crop draws the host pipeline already
 computes (`pipeline.FLIP_CROP`): gather, flip and pad-crop run inside the jitted step. The

@@ -1,8 +1,8 @@
 """The training loop: data, model, state, restore, steps, validation, checkpoints, logs.
 
-Sections follow DESIGN.md: input -> model -> state (+ restore) -> compiled steps -> loop.
-The step is dispatched before the previous step's metrics are fetched (one step late), so
-the host never blocks the device between steps.
+Sections, laid out as big_vision's train.py: input -> model -> state (+ restore) -> compiled
+steps -> loop. The step is dispatched before the previous step's metrics are fetched (one
+step late), so the host never blocks the device between steps.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import jax
 import ml_collections
 from tqdm import tqdm
 
-from agr_jax import configuration, evaluation, metrics, models, tasks
-from agr_jax.data import tfds_builders
+from agr_jax import configuration, evaluation, metrics
 from agr_jax.train import (
     bn_recalibration,
     device_data,
@@ -33,35 +32,13 @@ from agr_jax.train import input as input_lib
 from agr_jax.train import workdir as workdir_lib
 from agr_jax.train.checkpoint import Checkpoints
 from agr_jax.train.metric_writer import MetricWriter
+from agr_jax.train.model_spec import build_model_and_spec
 from agr_jax.train.nonfinite import NonFiniteGuard
 from agr_jax.train.prefetch import DevicePrefetcher
 from agr_jax.train.state import TrainState, count_params, create_train_state
 from agr_jax.train.step import make_eval_step, make_train_step
 
 log = logging.getLogger(__name__)
-
-
-def build_model_and_spec(
-    config: ml_collections.ConfigDict, tfds_dir: str | Path, bn_axis_name: str | None = None
-):
-    """Task spec from the dataset's metadata, then the model with matching head widths."""
-    info = tfds_builders.dataset_info(tfds_dir)
-    num_races = int(info.get("num_races", 5))
-    if config.tasks.get("num_races") and config.tasks.num_races != num_races:
-        raise ValueError(
-            f"config.tasks.num_races: {config.tasks.num_races}, but the dataset in {tfds_dir} "
-            f"labels {num_races} race classes"
-        )
-    spec = tasks.TaskSpec.from_config(config.tasks, num_races=num_races)
-    model = models.build_from_config(
-        config.model,
-        spec.output_sizes(),
-        dtype=config.dtype,
-        param_dtype=config.param_dtype,
-        bn_axis_name=bn_axis_name,
-        **spec.model_options(),
-    )
-    return model, spec
 
 
 def plan_steps(config: ml_collections.ConfigDict, num_train: int) -> tuple[int, int]:
