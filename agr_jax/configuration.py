@@ -22,7 +22,7 @@ import ml_collections
 
 from agr_jax import defaults, models, tasks
 from agr_jax.data import fairface, pipeline, prepare, utkface
-from agr_jax.train import optim, phases
+from agr_jax.train import age_balance, distill, optim, phases
 from agr_jax.train.device_data import PLACEMENTS
 
 CONFIG_FILE = "config.json"
@@ -229,6 +229,13 @@ def validate(
         )
         tasks.resolve_age_edges(tasks_cfg.age_bins, float(tasks_cfg.get("max_age", 116.0)))
     tasks.TaskSpec.from_config(tasks_cfg)  # the remaining task checks (tasks.age_loss, ...)
+    require(tasks_cfg.get("age_balance", "none") in age_balance.AGE_BALANCE, "tasks.age_balance",
+            f"one of {age_balance.AGE_BALANCE}")
+    require(float(tasks_cfg.get("age_balance_sigma", 2.0)) >= 0, "tasks.age_balance_sigma",
+            ">= 0 years (0: raw counts)")
+    require(float(tasks_cfg.get("age_balance_cap", 5.0)) >= 1, "tasks.age_balance_cap",
+            ">= 1 (weights average 1)")
+    _check_distill(config, require)
     require(int(config.get("cpu_devices", 0)) >= 0, "cpu_devices", ">= 0 (0: JAX's default)")
     optim.parse_lr_multipliers(config.optimizer.get("lr_multipliers", ()))
     phases.parse_phases(config.get("init", {}).get("phases", ()), steps_per_epoch=1)
@@ -241,6 +248,24 @@ def validate(
     lo, hi = int(config.data.min_age), int(config.data.max_age)
     require(lo < 0 or hi < 0 or lo <= hi, "data.min_age", f"<= data.max_age ({hi})")
     _check_combinations(config, num_devices, num_processes)
+
+
+def _check_distill(config: ml_collections.ConfigDict, require: Any) -> None:
+    d = config.get("distill", {})
+    if not d or not d.get("teacher"):
+        return
+    for key in ("alpha", "age_alpha"):
+        require(0.0 <= float(d[key]) <= 1.0, f"distill.{key}", "a share in [0, 1]")
+    require(float(d.temperature) > 0, "distill.temperature", "> 0")
+    require(int(d.batch_size) > 0, "distill.batch_size", "> 0")
+    distill.views_of(d.shifts)
+    require(config.tasks.get("age_mode", "regression") == "regression", "tasks.age_mode",
+            "'regression' with distill.teacher (the teacher's age is a number of years)")
+    augment = dict(config.data.augment)
+    require(not augment.get("rotate_deg") and not augment.get("noise_std")
+            and config.data.get("augment_on", "auto") != "host", "data.augment",
+            "flip and pad-crop only, in the step (no rotate_deg or noise_std, augment_on not "
+            "'host'): with distill.teacher the views of distill.shifts are the augmentation")
 
 
 def _check_combinations(

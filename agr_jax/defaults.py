@@ -65,6 +65,11 @@ def get_config() -> config_dict.ConfigDict:
     c.tasks.weights = config_dict.ConfigDict(dict(age=1.0, gender=1.0, race=1.0))
     c.tasks.label_smoothing = 0.0  # gender and race targets: (1 - e) one-hot + e / classes
     c.tasks.weighting = "fixed"  # or "learned" (uncertainty weighting, trainable s_t)
+    # Age loss per face x a weight of its age (train/age_balance.py): "none", "sqrt_inv" (label
+    # distribution smoothing: 1 / sqrt of the Gaussian-smoothed age frequency) or "inv".
+    c.tasks.age_balance = "none"
+    c.tasks.age_balance_sigma = 2.0  # smoothing kernel width in years
+    c.tasks.age_balance_cap = 5.0  # largest weight (weights average 1 over the training faces)
 
     c.batch_size = 64
     c.eval_batch_size = 256
@@ -93,6 +98,19 @@ def get_config() -> config_dict.ConfigDict:
     # validation, best-checkpoint choice and evaluation then use the average.
     c.optimizer.ema_decay = 0.0
     c.optimizer.lr_multipliers = ()  # ((glob over param paths, multiplier), ...); 0 freezes
+
+    # Distillation (train/distill.py): off while `teacher` is unset.
+    c.distill = config_dict.ConfigDict()
+    c.distill.teacher = config_dict.placeholder(str)  # a release folder or a training workdir
+    c.distill.teacher_checkpoint = ""  # a workdir's "best"/"latest" ("": its eval_checkpoint)
+    # Views the teacher scores once per training crop, (dy, dx) in the student's pixels, each
+    # also mirrored; training draws among them instead of a free pad-crop.
+    c.distill.shifts = ((0, 0), (-4, 0), (4, 0), (0, -4), (0, 4))
+    c.distill.alpha = 0.7  # gender and race: share of the loss from the teacher
+    c.distill.age_alpha = 0.5  # age: share of the loss from the teacher's age
+    c.distill.temperature = 2.0  # softens both sides of the KL (Hinton et al. 2015)
+    c.distill.batch_size = 128  # the teacher pass
+    c.distill.cache_dir = ""  # "": teacher_cache/ in the prepared dataset's folder
 
     # Start from saved weights (train/init_weights.py): an Orbax tree written by one of
     # the importers (agr_jax/convert/, docs/pretrained.md); unset = the seed's initialisation.

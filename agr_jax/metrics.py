@@ -120,6 +120,20 @@ def mae_by_decade(pred: np.ndarray, true: np.ndarray) -> dict[str, dict[str, flo
     }
 
 
+AGE_BANDS = {"under 20": (0, 20), "60 and over": (60, 1_000)}  # where users notice errors
+
+
+def mae_by_band(pred: np.ndarray, true: np.ndarray) -> dict[str, dict[str, float]]:
+    """MAE of the children and teenagers, and of the elderly (`AGE_BANDS`, true age)."""
+    true = np.asarray(true)
+    out = {}
+    for name, (lo, hi) in AGE_BANDS.items():
+        at = (true >= lo) & (true < hi)
+        if at.any():
+            out[name] = {"n": int(at.sum()), "age_mae": mae(np.asarray(pred)[at], true[at])}
+    return out
+
+
 def headline(
     result: Mapping[str, np.ndarray],
     edges: Sequence[int],
@@ -197,6 +211,7 @@ def full_report(
             result["race_pred"][has_race], result["race"][has_race], race_names
         ),
         mae_by_decade=mae_by_decade(result["age_pred"], result["age"]),
+        mae_by_band=mae_by_band(result["age_pred"], result["age"]),
         by_race=by_race,
         by_gender=by_gender,
         gaps={"race": race_gaps, "gender": gender_gaps},

@@ -23,6 +23,18 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def age_error_tables(report: Mapping[str, Any]) -> list[str]:
+    """MAE per true-age decade, then of the bands users notice first (under 20, 60+)."""
+    lines = ["MAE per true-age decade:", ""]
+    lines += table(("decade", "faces", "MAE"),
+                   [(d, v["n"], v["age_mae"]) for d, v in report["mae_by_decade"].items()])
+    if report.get("mae_by_band"):
+        lines += ["", "MAE of the children and teenagers, and of the elderly:", ""]
+        lines += table(("true age", "faces", "MAE"),
+                       [(b, v["n"], v["age_mae"]) for b, v in report["mae_by_band"].items()])
+    return lines
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
@@ -75,9 +87,7 @@ def markdown(report: Mapping[str, Any], figures: Mapping[str, str], title: str) 
     lines += ["## Fairness: every metric per group", ""]
     lines += group_section("By race", report["by_race"], report["gaps"]["race"])
     lines += group_section("By gender", report["by_gender"], report["gaps"]["gender"])
-    lines += ["## Age", "", "MAE per true-age decade:", ""]
-    lines += table(("decade", "faces", "MAE"),
-                    [(d, v["n"], v["age_mae"]) for d, v in report["mae_by_decade"].items()])
+    lines += ["## Age", "", *age_error_tables(report)]
     lines += [""] + _class_section("Age bins", report["age_bins"])
     lines += ["## Classification", ""]
     lines += _class_section("Gender", report["gender"])

@@ -1,5 +1,7 @@
-"""The fast released model (`agr_jax/released_fast`, `--model fast`): a small RoR at 64 px on
-the real-data recipe, for the predict speed target of 2,700 crops/s on 2 CPU cores (one view,
+"""The fast release's model (`--model fast`) on labels alone; since 2026-12-08 the shipped
+weights (`agr_jax/released_fast`) are this model distilled from the default release
+(configs/utkface_fast_distilled.py, docs/results.md). A small RoR at 64 px on the real-data
+recipe, for the predict speed target of 2,700 crops/s on 2 CPU cores (one view,
 JPEG bytes -> records), which the ResNet-18 recipe (configs/utkface_cpu.py, ~570 crops/s,
 docs/predict.md) cannot reach: its forward alone is slower than the target.
 

@@ -32,3 +32,14 @@ def test_fast_recipe_is_the_cpu_recipe_with_a_small_ror_at_64_px():
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
     out, _ = jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
     assert out["age"].shape == (2, 1) and out["race"].shape == (2, 5)
+
+
+def test_distilled_recipe_is_the_fast_recipe_taught_by_the_default_release():
+    distilled = configuration.load_config_file(CONFIGS / "utkface_fast_distilled.py")
+    fast = configuration.load_config_file(CONFIGS / "utkface_fast.py")
+    configuration.validate(distilled)
+    assert distilled.distill.teacher == "agr_jax/released" and not fast.distill.teacher
+    assert (Path(__file__).resolve().parents[1] / distilled.distill.teacher / "model.json").exists()
+    changed = {k for k in fast.to_dict() if distilled.to_dict()[k] != fast.to_dict()[k]}
+    assert changed == {"name", "distill", "num_epochs"}
+    assert distilled.tasks.age_balance == "none"  # the shipped recipe (docs/results.md)

@@ -69,7 +69,8 @@ def test_a_release_not_written_yet_names_the_commands_that_write_it(tmp_path, mo
         Predictor.default(model="fast")
     message = str(e.value)
     assert "no released model here" in message
-    assert "python -m agr_jax.train --config configs/utkface_fast.py --workdir RUN" in message
+    assert ("python -m agr_jax.train --config configs/utkface_fast_distilled.py --workdir RUN"
+            in message)
     assert "python -m agr_jax.release --workdir RUN --out agr_jax/released_fast" in message
 
 

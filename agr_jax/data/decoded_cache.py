@@ -48,14 +48,14 @@ def cache_dir(tfds_dir: str | Path, split: str, image_size: int) -> Path:
     return tfds_builders.resolve_dir(tfds_dir) / CACHE_DIR / f"{safe_split}_{int(image_size)}px"
 
 
-def _build_fingerprint(tfds_dir: str | Path) -> str:
+def build_fingerprint(tfds_dir: str | Path) -> str:
     info = tfds_builders.resolve_dir(tfds_dir) / "dataset_info.json"
     return hashlib.sha256(info.read_bytes()).hexdigest()[:16]
 
 
 def _expected_meta(tfds_dir: str | Path, num_records: int, image_size: int) -> dict:
     return {"count": int(num_records), "image_size": int(image_size),
-            "build": _build_fingerprint(tfds_dir)}
+            "build": build_fingerprint(tfds_dir)}
 
 
 def _is_complete(directory: Path, expected: dict) -> bool:

@@ -32,6 +32,7 @@ on the worker count.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import sys
@@ -59,6 +60,32 @@ FLIP_CROP = "flip_crop"
 # With `rows_only` (the split already on the device, `train/device_data.py`) a batch carries
 # its records' row numbers instead of pixels: the step gathers them from the device copy.
 ROWS = "rows"
+# Distillation: each train record's targets for the view it was drawn in (`ViewTargets`).
+TEACHER = "teacher"
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewTargets:
+    """Targets computed once per record for a fixed set of views (the teacher's outputs,
+    `train/distill.py`). A train batch then draws each record's view from this set instead of
+    a free flip and pad-crop, and carries the targets of that view (`TEACHER`), so the model
+    learns from outputs of the very pixels it sees."""
+
+    views: np.ndarray  # [V, 3] int32 (flip, dy, dx), as `flip_crop_params` gives
+    targets: np.ndarray  # [N, V, K] float32, row n = record n of the source
+
+    def __post_init__(self):
+        if self.views.ndim != 2 or self.views.shape[1] != 3 or self.targets.ndim != 3 \
+                or self.targets.shape[1] != self.views.shape[0]:
+            raise ValueError(f"ViewTargets: expected views [V, 3] and targets [N, V, K], got "
+                             f"{self.views.shape} and {self.targets.shape}")
+
+    def draw(self, draws: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(flip_crop [B, 3], targets [B, K]) of the view each record's draw picks."""
+        num_views = len(self.views)
+        view = np.minimum((_unit(draws[:, 2]) * num_views).astype(np.int64), num_views - 1)
+        rows = np.asarray(indices, np.int64)
+        return self.views[view].astype(np.int32), self.targets[rows, view]
 
 
 def decode_image(data: bytes, size: int) -> np.ndarray:
@@ -349,7 +376,8 @@ class LoadBatch:
 
     def __init__(self, source: Any, *, image_size: int, train: bool, augment: Mapping | None,
                  with_metadata: bool, seed: int, batch_size: int, shard_index: int,
-                 shard_count: int, augment_on: str = "host", rows_only: bool = False):
+                 shard_count: int, augment_on: str = "host", rows_only: bool = False,
+                 view_targets: ViewTargets | None = None):
         self.source = source
         self.image_size = int(image_size)
         self.train = bool(train)
@@ -375,6 +403,19 @@ class LoadBatch:
         if self.predecoded is not None and self.predecoded != self.image_size:
             raise ValueError(f"{source!r} holds images decoded at {self.predecoded} px, but "
                              f"the pipeline was asked for image_size={self.image_size}")
+        self.view_targets = view_targets if self.train else None
+        if self.view_targets is not None:  # the views are the augmentation
+            aug = self.augment
+            self.augmenting = True
+            self.on_device = augment_on != "host" and not (aug["rotate_deg"] or aug["noise_std"])
+            if not self.on_device:
+                raise ValueError(
+                    "view targets (distillation) need flip and pad-crop in the step: no "
+                    f"rotation or noise and augment_on not 'host'; got {self.augment} with "
+                    f"augment_on={augment_on!r}")
+            if len(self.view_targets.targets) != len(source):
+                raise ValueError(f"view targets for {len(self.view_targets.targets)} records, "
+                                 f"but the source holds {len(source)}")
         self.seed = int(seed)
         self.batch_size, self.shard_index, self.shard_count = batch_size, shard_index, shard_count
 
@@ -395,7 +436,9 @@ class LoadBatch:
         if self.augmenting:
             first = (batch_index * self.shard_count + self.shard_index) * self.batch_size
             draws = augment_draws(self.seed, first + np.arange(len(indices)))
-            if self.on_device:
+            if self.view_targets is not None:
+                batch[FLIP_CROP], batch[TEACHER] = self.view_targets.draw(draws, indices)
+            elif self.on_device:
                 batch[FLIP_CROP] = flip_crop_params(draws, self.augment)
             else:
                 augment_batch(batch["image"], draws, self.augment)
@@ -425,6 +468,7 @@ def make_dataset(
     worker_buffer_size: int = 2,
     augment_on: str = "host",
     rows_only: bool = False,
+    view_targets: ViewTargets | None = None,
 ) -> grain.IterDataset:
     """Builds the grain pipeline over a random-access ``source`` of record dicts.
 
@@ -450,6 +494,8 @@ def make_dataset(
       rows_only: batches carry ``ROWS`` (int32 record indices) instead of images (and, in
         training, instead of labels too): the split is on the device already. The index
         stream, augmentation draws and iterator state are those of the full pipeline.
+      view_targets: train batches draw each record's flip and crop from these views and
+        carry that view's targets (``TEACHER`` [B, K] float32).
 
     Returns:
       A ``grain.IterDataset``; ``iter(ds)`` yields dicts {image uint8 [B,H,W,3], age
@@ -469,7 +515,7 @@ def make_dataset(
     load = LoadBatch(source, image_size=image_size, train=train, augment=augment,
                      with_metadata=with_metadata, seed=seed, batch_size=batch_size,
                      shard_index=shard_index, shard_count=shard_count, augment_on=augment_on,
-                     rows_only=rows_only)
+                     rows_only=rows_only, view_targets=view_targets)
     if train:
         ds = ShuffledIndexBatches(len(source), batch_size, seed, num_epochs, shard_index,
                                   shard_count, drop_remainder)

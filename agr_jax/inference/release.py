@@ -26,7 +26,7 @@ MODEL_JSON, WEIGHTS, EVALUATION, CARD = ("model.json", "weights.npz", "evaluatio
 # accurate recipe, "fast" a small RoR for the 2,700 crops/s CPU target the default misses.
 RELEASES = {"default": "released", "fast": "released_fast"}
 # The recipe each release is trained with (named in the error when its folder is empty).
-RECIPES = {"default": "configs/utkface_faceres.py", "fast": "configs/utkface_fast.py"}
+RECIPES = {"default": "configs/utkface_faceres.py", "fast": "configs/utkface_fast_distilled.py"}
 
 
 def released_dir(name: str = "default") -> Path:
@@ -199,3 +199,51 @@ def refresh_release(folder: str | Path, tfds_dir: str | Path, views: int | None 
         raise RuntimeError(f"{folder / WEIGHTS} changed while refreshing the release")
     return {"folder": str(folder), "weights_mb": (folder / WEIGHTS).stat().st_size / 1e6,
             "report": report}
+
+
+def rebalance_age_head(folder: str | Path, tfds_dir: str | Path, out: str | Path | None = None,
+                       **options: Any) -> dict[str, Any]:
+    """Re-train the release's age head with age-balanced weights on the build's training
+    split (`train/age_head.py`, the trunk frozen), write it to `out` (default: in place),
+    then re-score the written files (`refresh_release`)."""
+    from agr_jax.data import decoded_cache, pipeline, tfds_builders
+    from agr_jax.train import age_head
+
+    folder = Path(folder)
+    out = Path(out) if out else folder
+    bundle = read_release(folder)
+    size = int(bundle.image_size)
+
+    def split(name: str, mirrored: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        source = decoded_cache.maybe_cached(tfds_builders.load_split(tfds_dir, name), tfds_dir,
+                                            name, size, 4.0)
+        batches = pipeline.make_dataset(source, image_size=size, batch_size=128, train=False,
+                                        seed=0)
+        ages = np.asarray(pipeline.read_columns(source, range(len(source)), ["age"])["age"],
+                          np.float32)
+        images = (b["image"] for b in batches)
+        return age_head.pooled_features(bundle, images, mirrored), ages
+
+    train_x, train_ages = split("train")
+    train_mirrored, _ = split("train", mirrored=True)
+    val_x, val_ages = split("validation")
+    params, report = age_head.retrain(
+        bundle, np.concatenate([train_x, train_mirrored]), np.concatenate([train_ages] * 2),
+        val_x, val_ages, **options)
+    bundle.variables["params"]["head"]["age"] = params
+    views = int((bundle.calibration or {}).get("views", 1))
+    bundle.calibration = None
+    bundle.source["age_head"] = {k: v for k, v in report.items() if k != "history"}
+    bundle.source.setdefault("reproduce", []).append(
+        f"python -m agr_jax.release --rebalance_age {out} --tfds_dir {tfds_dir}"
+        + (f" --age_slack {options['slack']:g}" if options.get("slack") else ""))
+    if out != folder:
+        out.mkdir(parents=True, exist_ok=True)
+    for stale in (EVALUATION, CARD):  # scored afresh below, on the same protocol
+        previous = folder / stale
+        if out != folder and previous.exists():
+            (out / stale).write_text(previous.read_text())
+    write_release(bundle, out)
+    result = refresh_release(out, tfds_dir, views)
+    result["age_head"] = report
+    return result

@@ -67,9 +67,10 @@ def resolve_tfds_dir(config: ml_collections.ConfigDict, workdir: str | Path) -> 
 
 def make_train_iterator(
     config: ml_collections.ConfigDict, source: Any, local_batch_size: int,
-    rows_only: bool = False,
+    rows_only: bool = False, view_targets: pipeline.ViewTargets | None = None,
 ) -> Any:
-    """`rows_only`: batches of row numbers and augmentation draws (the split on device)."""
+    """`rows_only`: batches of row numbers and augmentation draws (the split on device);
+    `view_targets`: each record's view and its targets (distillation)."""
     ds = pipeline.make_dataset(
         source,
         image_size=int(config.data.image_size),
@@ -82,6 +83,7 @@ def make_train_iterator(
         shard_count=jax.process_count(),
         worker_count=int(config.data.worker_count),
         rows_only=rows_only,
+        view_targets=view_targets,
     )
     return iter(ds)
 

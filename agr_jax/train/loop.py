@@ -19,8 +19,10 @@ from tqdm import tqdm
 
 from agr_jax import configuration, evaluation, metrics
 from agr_jax.train import (
+    age_balance,
     bn_recalibration,
     device_data,
+    distill,
     faults,
     init_weights,
     multi_step,
@@ -35,7 +37,12 @@ from agr_jax.train.metric_writer import MetricWriter
 from agr_jax.train.model_spec import build_model_and_spec
 from agr_jax.train.nonfinite import NonFiniteGuard
 from agr_jax.train.prefetch import DevicePrefetcher
-from agr_jax.train.state import TrainState, count_params, create_train_state
+from agr_jax.train.state import (
+    TrainState,
+    count_params,
+    create_train_state,
+    init_compiler_options,
+)
 from agr_jax.train.step import make_eval_step, make_train_step
 
 log = logging.getLogger(__name__)
@@ -105,7 +112,8 @@ def train_and_evaluate(
     tx = phases.run_optimizer(config, total_steps, steps_per_epoch)
     size = int(config.data.image_size)
     ema_decay = float(config.optimizer.get("ema_decay", 0.0))
-    state = create_train_state(model, tx, (size, size, 3), int(config.seed), ema=ema_decay > 0)
+    state = create_train_state(model, tx, (size, size, 3), int(config.seed), ema=ema_decay > 0,
+                               compiler_options=init_compiler_options())
     state = init_weights.initialise(state, config.init)  # a resume overrides it
     ckpt = Checkpoints(workdir)
     calibrate = int(config.init.get("recalibrate_bn_images", 0))
@@ -115,6 +123,14 @@ def train_and_evaluate(
     state = dp.replicate(state)
     log.info("model %s: %s parameters", config.model.name, f"{count_params(state.params):,}")
 
+    dspec = distill.DistillSpec.from_config(config, spec)
+    view_targets = distill.teacher_cache(config, tfds_dir) if dspec else None
+    balance = str(config.tasks.get("age_balance", "none"))
+    age_weights = None if balance == "none" else age_balance.age_weights(
+        evaluation.train_ages(train_source), spec.max_age, balance,
+        float(config.tasks.get("age_balance_sigma", 2.0)),
+        float(config.tasks.get("age_balance_cap", 5.0)))
+
     placement = device_data.choose_placement(config, [train_source, val_source], dp.mode)
     ckpt_every = int(config.get("checkpoint_every_steps", 0)) or steps_per_epoch
     k = calls_lib.steps_per_call(config)
@@ -122,7 +138,8 @@ def train_and_evaluate(
                                   boundaries=(steps_per_epoch, ckpt_every),
                                   total_steps=total_steps)
     batches = input_lib.make_train_iterator(config, train_source, local_batch,
-                                            rows_only=placement.on_device)
+                                            rows_only=placement.on_device,
+                                            view_targets=view_targets)
     if k > 1:
         batches = multi_step.StackedBatches(batches, call_size)
     train_iter = DevicePrefetcher(
@@ -157,7 +174,8 @@ def train_and_evaluate(
     compiled = calls_lib.build(
         config, dp,
         make_train_step(model, tx, spec, axis_name=dp.axis_name, skip_nonfinite=skip_nonfinite,
-                        ema_decay=ema_decay, phases=phase_list),
+                        ema_decay=ema_decay, phases=phase_list, age_weights=age_weights,
+                        distill_spec=dspec),
         make_eval_step(model, spec), placement, train_source, val_source,
     )
     train_step, eval_step = compiled.train, compiled.evaluate

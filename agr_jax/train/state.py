@@ -22,6 +22,15 @@ class TrainState:
     ema: Any = None
 
 
+def init_compiler_options() -> dict[str, Any] | None:
+    """XLA's cheap compile for the one-off init program on the CPU backend: fully optimised
+    it took 15 CPU-s to compile for a 5k-parameter RoR against 5 s cheap, with the same
+    values (2026-12-08); other backends keep their defaults."""
+    if jax.default_backend() != "cpu":
+        return None
+    return {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
 def create_train_state(
     model: Any,
     tx: optax.GradientTransformation,
@@ -34,7 +43,7 @@ def create_train_state(
 
     One jitted function (the seed is a compile-time constant), so creating the state makes
     no host-to-device transfer and dispatches no eager ops. `compiler_options` go to
-    `jax.jit` (tests pass cheap-compile XLA options).
+    `jax.jit` (top-level calls only): the training loop passes `init_compiler_options()`.
     """
 
     def init() -> TrainState:

@@ -16,7 +16,8 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from agr_jax import tasks
-from agr_jax.data.pipeline import FLIP_CROP
+from agr_jax.data.pipeline import FLIP_CROP, TEACHER
+from agr_jax.train import age_balance, distill
 from agr_jax.train.device_augment import flip_pad_crop
 from agr_jax.train.phases import hold_frozen_stats
 from agr_jax.train.state import TrainState, eval_variables, update_ema
@@ -52,13 +53,18 @@ def make_train_step(
     skip_nonfinite: bool = False,
     ema_decay: float = 0.0,
     phases: tuple = (),
+    age_weights: Any = None,
+    distill_spec: distill.DistillSpec | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jnp.ndarray]]]:
     """`skip_nonfinite`: a step whose loss or gradient is NaN/Inf keeps the previous params,
     BN statistics and optimiser state (the step counter still advances); either way the
     metrics carry `nonfinite` (1.0 for such a step) for the host-side guard. `ema_decay`:
     decay of `state.ema` (updated after the step when the state has one). A batch with
     `FLIP_CROP` is flipped and cropped here first (`device_augment.py`). `phases`
-    (`train/phases.py`): BN statistics under paths the current phase freezes keep their values."""
+    (`train/phases.py`): BN statistics under paths the current phase freezes keep their values.
+    `age_weights` (`age_balance.age_weights`): each face's age loss is scaled by its age's
+    weight. `distill_spec`: batches carry the teacher's targets (`TEACHER`), mixed into each
+    task's loss (`distill.py`)."""
 
     def train_step(state: TrainState, batch: Batch):
         rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -78,6 +84,13 @@ def make_train_step(
                 rngs={"dropout": rng},
             )
             per_example = tasks.per_example_losses(outputs, batch, spec)
+            if distill_spec is not None:
+                per_example = distill.mix(
+                    per_example, distill.teacher_losses(outputs, batch[TEACHER], spec,
+                                                        distill_spec), distill_spec)
+            if age_weights is not None:
+                per_example["age"] = per_example["age"] * age_balance.weight_of(
+                    batch["age"], age_weights)
             task_losses = {t: jnp.mean(v) for t, v in per_example.items()}
             total = tasks.weighted_total(task_losses, spec, params.get("loss_log_vars"))
             return total, (task_losses, new_vars.get("batch_stats", {}), outputs)
