@@ -32,21 +32,13 @@ def features(release: str, tfds_dir: str, path: Path) -> dict[str, np.ndarray]:
     if path.exists():
         with np.load(path) as cached:
             return dict(cached)
-    from agr_jax.data import decoded_cache, pipeline, tfds_builders
     from agr_jax.inference.release import read_release
     from agr_jax.train import age_head
 
-    bundle = read_release(release)
-    size, out = int(bundle.image_size), {}
+    bundle, out = read_release(release), {}
     for name, mirrored in (("validation", False), ("train", False), ("train", True)):
-        source = decoded_cache.maybe_cached(tfds_builders.load_split(tfds_dir, name), tfds_dir,
-                                            name, size, 4.0)
-        batches = pipeline.make_dataset(source, image_size=size, batch_size=128, train=False,
-                                        seed=0)
-        out[name + ("_m" if mirrored else "")] = age_head.pooled_features(
-            bundle, (b["image"] for b in batches), mirrored)
-        out[name + "_ages"] = np.asarray(
-            pipeline.read_columns(source, range(len(source)), ["age"])["age"], np.float32)
+        key = name + ("_m" if mirrored else "")
+        out[key], out[name + "_ages"] = age_head.split_features(bundle, tfds_dir, name, mirrored)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **out)
     return out

@@ -206,27 +206,15 @@ def rebalance_age_head(folder: str | Path, tfds_dir: str | Path, out: str | Path
     """Re-train the release's age head with age-balanced weights on the build's training
     split (`train/age_head.py`, the trunk frozen), write it to `out` (default: in place),
     then re-score the written files (`refresh_release`)."""
-    from agr_jax.data import decoded_cache, pipeline, tfds_builders
     from agr_jax.train import age_head
 
     folder = Path(folder)
     out = Path(out) if out else folder
     bundle = read_release(folder)
-    size = int(bundle.image_size)
 
-    def split(name: str, mirrored: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        source = decoded_cache.maybe_cached(tfds_builders.load_split(tfds_dir, name), tfds_dir,
-                                            name, size, 4.0)
-        batches = pipeline.make_dataset(source, image_size=size, batch_size=128, train=False,
-                                        seed=0)
-        ages = np.asarray(pipeline.read_columns(source, range(len(source)), ["age"])["age"],
-                          np.float32)
-        images = (b["image"] for b in batches)
-        return age_head.pooled_features(bundle, images, mirrored), ages
-
-    train_x, train_ages = split("train")
-    train_mirrored, _ = split("train", mirrored=True)
-    val_x, val_ages = split("validation")
+    train_x, train_ages = age_head.split_features(bundle, tfds_dir, "train")
+    train_mirrored, _ = age_head.split_features(bundle, tfds_dir, "train", mirrored=True)
+    val_x, val_ages = age_head.split_features(bundle, tfds_dir, "validation")
     params, report = age_head.retrain(
         bundle, np.concatenate([train_x, train_mirrored]), np.concatenate([train_ages] * 2),
         val_x, val_ages, **options)

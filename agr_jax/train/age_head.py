@@ -79,6 +79,21 @@ def pooled_features(bundle: Any, batches: Iterable[np.ndarray], mirrored: bool =
     return np.concatenate(out)
 
 
+def split_features(bundle: Any, tfds_dir: Any, split: str, mirrored: bool = False,
+                   cache_gb: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
+    """(pooled features [N, D], true ages [N]) of a prepared split, in record order, read
+    through the split's decoded cache at the bundle's input size."""
+    from agr_jax.data import decoded_cache, pipeline, tfds_builders
+
+    size = int(bundle.image_size)
+    source = decoded_cache.maybe_cached(tfds_builders.load_split(tfds_dir, split), tfds_dir,
+                                        split, size, cache_gb)
+    batches = pipeline.make_dataset(source, image_size=size, batch_size=128, train=False, seed=0)
+    ages = np.asarray(pipeline.read_columns(source, range(len(source)), ["age"])["age"],
+                      np.float32)
+    return pooled_features(bundle, (b["image"] for b in batches), mirrored), ages
+
+
 def head_module(bundle: Any) -> TaskMLP:
     spec, hidden = bundle.task_spec, tuple(bundle.model.get("head_hidden", (128, 128)))
     if spec.age_mode != "regression":
