@@ -4,6 +4,7 @@ real one (built on another branch)."""
 
 from __future__ import annotations
 
+import io
 import sys
 import types
 
@@ -73,21 +74,29 @@ def install_fake_align(monkeypatch) -> dict:
 
     calls = {"align_face": 0, "crop_box": 0}
 
-    def crop_box(image, box, size):
+    def through(points, frame):
+        points = np.asarray(points, np.float64).reshape(-1, 2)
+        return points if frame is None else points @ frame[:, :2].T + frame[:, 2]
+
+    def crop_box(image, box, size, frame=None):
         calls["crop_box"] += 1
-        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        corners = through(box, frame)
+        x0, y0 = corners.min(0).round().astype(int)
+        x1, y1 = corners.max(0).round().astype(int)
         return np.asarray(Image.fromarray(image[max(y0, 0):y1, max(x0, 0):x1]).resize(
             (size, size), Image.Resampling.BILINEAR))
 
-    def align_face(image, landmarks, size):
+    def align_face(image, landmarks, size, frame=None):
         calls["align_face"] += 1
         centre = landmarks.mean(0)
         half = max(np.ptp(landmarks[:, 0]), 4.0) * 1.2
         return crop_box(image, [centre[0] - half, centre[1] - half, centre[0] + half,
-                                centre[1] + half], size)
+                                centre[1] + half], size, frame)
 
     module = types.ModuleType("agr_jax.inference.align")
     module.crop_box, module.align_face = crop_box, align_face
+    module.landmark_matrix = module.box_matrix = lambda points, size: np.eye(2, 3)
+    module.reduction = lambda matrices: 1  # the fake crops read the full resolution
     monkeypatch.setitem(sys.modules, "agr_jax.inference.align", module)
     import agr_jax.inference
 
@@ -136,3 +145,16 @@ def two_portraits(height: int = 480, width: int = 640) -> tuple[np.ndarray, list
             Image.fromarray(np.ascontiguousarray(img)).resize((side_w, side_h)))
         rects.append((x0, y0, x0 + side_w, y0 + side_h))
     return image, rects
+
+
+def jpeg_with_orientation(array: np.ndarray, orientation: int) -> bytes:
+    """JPEG bytes of `array` as stored, with EXIF `orientation` (1..8) in its header."""
+    from PIL import Image
+
+    from agr_jax.inference import images
+
+    exif = Image.Exif()
+    exif[images.EXIF_ORIENTATION] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, "JPEG", quality=95, exif=exif.tobytes())
+    return buf.getvalue()

@@ -144,7 +144,7 @@ def mtcnn_programs() -> dict[str, tuple[Callable, tuple]]:
 def yunet_programs() -> dict[str, tuple[Callable, tuple]]:
     from agr_jax.inference.yunet import YuNetDetector
 
-    detector = YuNetDetector()
+    detector = YuNetDetector(runtime="jax")  # the jitted program under test
     (h, w), batch = detector.canvases[0], detector.batches[0]
     canvas = jax.ShapeDtypeStruct((batch, h, w, 3), jnp.uint8)
     valid = jax.ShapeDtypeStruct((batch, 2), jnp.int32)  # each image's size in its canvas

@@ -45,13 +45,19 @@ class _CountingDetector:
 
 
 class _FakePredictor:
+    """Its model "compiles" once per call size (a bucket), its detector once per image size."""
+
     def __init__(self):
         self.det = _CountingDetector()
+        self.traces, self.call_sizes = 0, set()
 
     def detector(self, name):
         return self.det
 
     def __call__(self, items, detect):
+        if len(items) not in self.call_sizes:
+            self.call_sizes.add(len(items))
+            self.traces += 1
         for data in items:
             size = photos.decode_upright(data).shape
             if size not in self.det.seen:
@@ -68,6 +74,7 @@ def test_mixed_folder_counts_the_programs_its_first_pass_compiles():
     out = photos.mixed_folder(_FakePredictor(), folder, jpeg(40, 30), "fake", chunk=2)
     assert out["photos"] == 4
     assert out["programs_compiled_in_first_pass"] == 2  # 30x40 and 64x36 were new
+    assert out["model_programs_compiled_in_first_pass"] == 1  # calls of 2 after one of 1
     assert out["programs_compiled_total"] == 3 and out["programs_bound"] is None
     timed = photos.predictor_photos_s(_FakePredictor(), folder, "fake", 0.01, chunk=3)
     assert timed["faces_found"] == 4

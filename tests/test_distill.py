@@ -16,6 +16,7 @@ def _teacher_release(folder, images, seed=3):
     """A tiny random RoR release whose outputs differ from face to face: its logits scaled
     up and centred on `images` (a random net's raw outputs barely vary)."""
     import jax
+    from conftest import CHEAP_COMPILE
 
     from agr_jax.inference.bundle import Bundle
     from agr_jax.inference.release import write_release
@@ -23,12 +24,15 @@ def _teacher_release(folder, images, seed=3):
     spec = tasks.TaskSpec()
     options = dict(name="ror", width=4, stage_sizes=(1, 1), head_hidden=(16,), pooling="avg")
     model = models.build_from_config(options, spec.output_sizes())
-    variables = jax.tree.map(np.asarray, model.init(jax.random.key(seed), images[:1],
-                                                    train=False))
+    # Jitted (cheap XLA options): run eagerly, init and apply compiled ~100 one-op programs
+    # (each initialiser and layer op per shape), ~20 s of the fixture; the values are random.
+    init = jax.jit(lambda k, x: model.init(k, x, train=False), compiler_options=CHEAP_COMPILE)
+    variables = jax.tree.map(np.asarray, init(jax.random.key(seed), images[:1]))
     heads = variables["params"]["head"]
     for task in heads:
         heads[task]["logits"]["kernel"] = heads[task]["logits"]["kernel"] * 10.0
-    outputs, _ = model.apply(variables, images, train=False)
+    outputs, _ = jax.jit(lambda v, x: model.apply(v, x, train=False),
+                         compiler_options=CHEAP_COMPILE)(variables, images)
     for task in heads:
         heads[task]["logits"]["bias"] = heads[task]["logits"]["bias"] - np.asarray(
             outputs[task]).mean(0)
@@ -70,7 +74,7 @@ def test_views_are_every_shift_as_it_is_and_mirrored():
 
 
 def test_teacher_cache_is_the_teachers_output_for_each_record_and_view(
-        teacher, synthetic_tfds, tmp_path, monkeypatch):
+        teacher, synthetic_tfds, tmp_path, monkeypatch, fast_jit):
     import jax
 
     from agr_jax.inference.release import read_release
@@ -85,10 +89,12 @@ def test_teacher_cache_is_the_teachers_output_for_each_record_and_view(
     model = bundle.build_model("float32")
     picks = [0, 7, len(source) - 1]
     images = np.stack([pipeline.decode_image(source[i]["image"], TEACHER_SIZE) for i in picks])
+    # one program for the four views (run eagerly, each layer op compiled on its own)
+    apply = fast_jit(lambda v, x: model.apply(v, x, train=False))
     for v, (flip, dy, dx) in enumerate(cached.views):
         # the student's (dy, dx) at 16 px is twice that at the teacher's 32 px
         view = evaluation.shifted_view(images, 2 * int(dy), 2 * int(dx), bool(flip))
-        outputs, _ = model.apply(bundle.variables, view, train=False)
+        outputs, _ = apply(bundle.variables, view)
         expected = np.concatenate([
             np.asarray(jax.nn.log_softmax(outputs["gender"])),
             np.asarray(jax.nn.log_softmax(outputs["race"])),

@@ -5,6 +5,7 @@ import io
 
 import numpy as np
 import pytest
+from inference_fakes import jpeg_with_orientation
 from PIL import Image, ImageOps
 
 from agr_jax.inference import images
@@ -16,14 +17,6 @@ def _scene(h=120, w=200) -> np.ndarray:
     img = np.stack([x * 255 // w, y * 255 // h, (x + 2 * y) % 256], axis=-1).astype(np.uint8)
     img[10:40, 20:70] = (250, 30, 30)  # a red block near the top-left corner
     return img
-
-
-def _jpeg_with_orientation(array: np.ndarray, orientation: int) -> bytes:
-    exif = Image.Exif()
-    exif[images.EXIF_ORIENTATION] = orientation
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, "JPEG", quality=95, exif=exif.tobytes())
-    return buf.getvalue()
 
 
 def _reference(data: bytes) -> np.ndarray:
@@ -49,7 +42,7 @@ def as_input(request, tmp_path):
 
 @pytest.mark.parametrize("orientation", [3, 6, 8])
 def test_load_and_working_copy_are_upright(orientation, as_input):
-    data = _jpeg_with_orientation(_scene(), orientation)
+    data = jpeg_with_orientation(_scene(), orientation)
     want = _reference(data)
     assert want.shape[:2] == ((200, 120) if orientation in (6, 8) else (120, 200))
     loaded = images.load(as_input(data))
@@ -66,7 +59,7 @@ def test_load_and_working_copy_are_upright(orientation, as_input):
 
 @pytest.mark.parametrize("orientation", [3, 6, 8])
 def test_crop_is_upright(orientation, as_input):
-    data = _jpeg_with_orientation(_scene(), orientation)
+    data = jpeg_with_orientation(_scene(), orientation)
     want = _reference(data)
     crop = images.crop(as_input(data), 64)
     assert crop.source_size == (want.shape[1], want.shape[0])
@@ -82,7 +75,7 @@ def test_orientation_1_and_no_exif_are_left_as_they_are():
     scene = _scene()
     plain = io.BytesIO()
     Image.fromarray(scene).save(plain, "JPEG", quality=95)
-    for data in (_jpeg_with_orientation(scene, 1), plain.getvalue()):
+    for data in (jpeg_with_orientation(scene, 1), plain.getvalue()):
         _close(images.load(data).image, scene, tol=3.0)
         _close(images.crop(data, 200).image,
                np.asarray(Image.fromarray(scene).resize((200, 200))), tol=3.0)
@@ -100,5 +93,5 @@ def test_size_limit_is_per_call_and_leaves_pils_global_alone(monkeypatch):
     with pytest.raises(images.BadInput, match=r"too large: 200x120 = 0 MP"):
         images.load(buf.getvalue())
     with pytest.raises(images.BadInput, match="too large: 200x120"):
-        images.load(_jpeg_with_orientation(_scene(), 1), bound=images.Bound())
+        images.load(jpeg_with_orientation(_scene(), 1), bound=images.Bound())
     assert Image.MAX_IMAGE_PIXELS == 1_000

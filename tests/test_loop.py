@@ -1,12 +1,14 @@
 """End to end on a tiny config: train -> checkpoints -> resume -> evaluate, and the CLIs."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CHEAP_XLA_FLAGS
 
 from agr_jax import evaluation
 from agr_jax.train import checkpoint
@@ -106,7 +108,9 @@ def test_cli_train_with_overrides_then_evaluate(tmp_path):
         "--config.batch_size=16",
         "--config.optimizer.warmup_steps=0",
     ]
-    subprocess.run(train, check=True, cwd=ROOT, capture_output=True, timeout=300)
+    # XLA's cheapest CPU compile: this checks the CLIs' plumbing, not the values they reach
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} {CHEAP_XLA_FLAGS}"}
+    subprocess.run(train, check=True, cwd=ROOT, capture_output=True, timeout=300, env=env)
     saved = json.loads((workdir / "config.json").read_text())
     assert saved["total_steps"] == 3 and saved["batch_size"] == 16
     out = subprocess.run(
@@ -116,6 +120,7 @@ def test_cli_train_with_overrides_then_evaluate(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
     ).stdout
     assert "gender_acc" in out and "baseline_age_mae" in out
     assert json.loads((workdir / "eval" / "test.json").read_text())["n"] > 0

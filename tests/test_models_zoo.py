@@ -1,10 +1,13 @@
 """Every registered backbone under the shared heads: builds, runs in float32 and bfloat16,
 trains two steps through the real train step (tiny widths so CPU compiles stay short)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import CHEAP_COMPILE
 
 from agr_jax import models, tasks
 from agr_jax.train.optim import make_optimizer
@@ -12,6 +15,8 @@ from agr_jax.train.state import TrainState
 from agr_jax.train.step import make_train_step
 
 SPEC = tasks.TaskSpec()
+# Compile-bound (two programs per backbone, run once or twice): XLA's cheapest CPU compile.
+cheap_jit = functools.partial(jax.jit, compiler_options=CHEAP_COMPILE)
 OPT = {"name": "adam", "learning_rate": 1e-3, "schedule": "constant"}
 
 # name -> (image size, tiny constructor options). Inception nets need >= 75 px (VALID stems).
@@ -49,12 +54,12 @@ def _batch(size, n=4, seed=0):
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
-def test_backbone_runs_in_float32_and_trains_two_steps_in_bfloat16(name, fast_jit):
+def test_backbone_runs_in_float32_and_trains_two_steps_in_bfloat16(name):
     """Two compiles per backbone: float32 init+forward, then the bfloat16 train step."""
     size, kw = TINY[name]
     images = _batch(size)["image"]
     model = models.build(name, outputs=SPEC.output_sizes(), **kw)
-    (logits, feats), variables = fast_jit(lambda k, x: model.init_with_output(k, x, train=False))(
+    (logits, feats), variables = cheap_jit(lambda k, x: model.init_with_output(k, x, train=False))(
         jax.random.key(0), images
     )
     assert {k: v.shape for k, v in logits.items()} == {
@@ -78,7 +83,7 @@ def test_backbone_runs_in_float32_and_trains_two_steps_in_bfloat16(name, fast_ji
         opt_state=tx.init(variables["params"]),
         rng=jax.random.key_data(jax.random.key(1)),
     )
-    step = fast_jit(make_train_step(bf16, tx, SPEC))
+    step = cheap_jit(make_train_step(bf16, tx, SPEC))
     for i in range(2):
         new_state, m = step(state, _batch(size, seed=i))
         assert np.isfinite(float(m["loss"])), name

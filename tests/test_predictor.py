@@ -21,7 +21,7 @@ from inference_fakes import (
 )
 from PIL import Image
 
-from agr_jax.inference.predictor import RECORD_FIELDS
+from agr_jax.inference.predictor import RECORD_FIELDS, plan_batches
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +76,20 @@ def test_temperature_applied(bundle):
 def test_fixed_buckets_compile_once_each(bundle):
     p = fast_predictor(bundle, buckets=(1, 8, 32))
     full = p.predict_crops(_crops(45))
-    assert p.traces == 1  # a chunk of 32 and 13 padded to 32: one program
+    assert p.traces == 2  # 32 + 8 + 8 (13 padded to 32 would cost more): two programs
     for n in (1, 3, 7, 8, 20, 31, 33):
         out = p.predict_crops(_crops(45)[:n])
         np.testing.assert_allclose(out["age"], full["age"][:n], rtol=1e-4, atol=1e-3)
     assert p.traces == 3, "one trace per bucket size (1, 8, 32), none per batch size"
+
+
+def test_batches_cover_the_crops_with_the_least_padding():
+    assert plan_batches(0) == [] and plan_batches(1) == [1] and plan_batches(4) == [4]
+    assert plan_batches(13) == [16] and plan_batches(24) == [16, 8]
+    assert plan_batches(109) == [32, 32, 32, 16] and plan_batches(300) == [128, 128, 32, 16]
+    for n in range(1, 300):
+        plan = plan_batches(n)
+        assert sum(plan) >= n and sum(plan) - n < 16 and plan == sorted(plan, reverse=True)
 
 
 def test_every_input_kind_gives_the_same_prediction(predictor, tmp_path):

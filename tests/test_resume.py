@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import CHEAP_XLA_FLAGS
 
 from agr_jax.train import checkpoint, faults
 
@@ -68,6 +69,9 @@ def env(tmp_path_factory):
     prepare.prepare(faces, root / "tfds", seed=0)
     env = {k: v for k, v in os.environ.items() if k != faults.ENV}
     env["PYTHONPATH"] = str(ROOT)  # the compilation cache: tests/conftest.py's, inherited
+    # XLA's cheapest CPU compile: every run here is compared only with runs compiled the same
+    # way (the reference), and the first ones compile the train, eval and init programs.
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {CHEAP_XLA_FLAGS}".strip()
     data = [f"--config.data.dir={faces}", f"--config.data.tfds_dir={root / 'tfds'}"]
     return {"env": env, "root": root, "data": data}
 

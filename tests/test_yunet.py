@@ -4,7 +4,9 @@
 - decoded boxes, landmarks and scores against OpenCV's cv2.FaceDetectorYN on
   yunet_n_640_640.onnx, on real photos and a UTKFace composite resized to 640x640;
 - the converter reproduces the packaged npz;
-- downscaling, padding, batching, compile counts and input errors.
+- downscaling, padding, batching, compile counts and input errors;
+- the onnxruntime runtime (`yunet_onnx`, our params as an NCHW graph): raw outputs against
+  the Flax net, faces against the jax runtime, and the tests above run for both runtimes.
 The references need ../shared/weights/yunet (real photos ../shared/photos, crops
 ../shared/utkface); those tests skip, naming what is missing, without them. Measured
 differences are printed (`-s`).
@@ -20,6 +22,7 @@ import pytest
 from PIL import Image
 
 from agr_jax.bench.detect import crop_scene
+from agr_jax.inference import yunet
 from agr_jax.inference.yunet import MIN_FACE_PX, WEIGHTS, YuNet, YuNetDetector, load_params
 
 SHARED = Path(os.environ.get("AGR_JAX_SHARED", Path(__file__).resolve().parents[1].parent
@@ -82,10 +85,26 @@ def _match(ours: np.ndarray, ref: np.ndarray) -> tuple[float, float, float]:
     return float(diff[:, :4].max()), float(diff[:, 4:14].max()), float(diff[:, 14].max())
 
 
+def _ort():
+    return pytest.importorskip("onnxruntime", reason="pip install 'onnxruntime>=1.24'")
+
+
 @pytest.fixture(scope="module")
-def det640():
+def jax640():
     """max_side 640: 640x640 inputs run at their own size, as FaceDetectorYN's."""
-    return YuNetDetector(max_side=640)
+    return YuNetDetector(max_side=640, runtime="jax")
+
+
+@pytest.fixture(scope="module")
+def ort640():
+    _ort()
+    return YuNetDetector(max_side=640, runtime="onnxruntime")
+
+
+@pytest.fixture(params=["jax", "onnxruntime"])
+def det640(request):
+    """Each runtime's max_side-640 detector (one instance per module and runtime)."""
+    return request.getfixturevalue("jax640" if request.param == "jax" else "ort640")
 
 
 def test_raw_outputs_match_onnxruntime():
@@ -111,6 +130,67 @@ def test_raw_outputs_match_onnxruntime():
             worst = max(worst, float(np.abs(ours[key] - value).max()))
     print(f"\nYuNet raw outputs vs onnxruntime: max abs difference {worst:.2e}")
     assert worst <= 1e-4
+
+
+def test_onnx_graph_matches_flax_net():
+    """The NCHW graph built from our params, both input layouts, against the Flax net."""
+    _ort()
+    import jax
+
+    from agr_jax.inference import yunet_onnx
+
+    params = load_params()
+    sessions = [yunet_onnx.session(params, layout) for layout in yunet_onnx.LAYOUTS]
+    net = jax.jit(lambda x: YuNet().apply({"params": params}, x[..., ::-1].astype("float32")))
+    rng = np.random.default_rng(1)
+    worst = 0.0
+    for height, width in ((96, 160), (256, 224), (320, 320)):
+        x = rng.integers(0, 256, (2, height, width, 3), dtype=np.uint8)
+        with jax.default_matmul_precision("float32"):
+            ref = jax.device_get(net(x))
+        for session in sessions:
+            ours = yunet_onnx.run(session, x)
+            assert set(ours) == set(ref)
+            for key, value in ref.items():
+                assert ours[key].shape == value.shape, key
+                worst = max(worst, float(np.abs(ours[key] - value).max()))
+    print(f"\nONNX graph of our params vs the Flax net: max abs difference {worst:.2e}")
+    assert worst <= 1e-4
+
+
+def test_runtimes_find_the_same_faces(jax640, ort640):
+    """Real photos (downscaled to 640): onnxruntime at each photo's size padded to 32, jax
+    in its canvases with the mask; one to one, same boxes, landmarks and scores."""
+    photos = list(_photos().values())
+    ours, ref = ort640.detect(photos), jax640.detect(photos)
+    worst, faces = np.zeros(3), 0
+    for found, expected in zip(ours, ref, strict=True):
+        worst = np.maximum(worst, _match(_as_rows(found), _as_rows(expected)))
+        faces += len(found)
+    print(f"\nonnxruntime vs jax runtime: {faces} faces in {len(photos)} photos; max box "
+          f"{worst[0]:.2e} px, landmark {worst[1]:.2e} px, score {worst[2]:.2e}")
+    assert faces >= 20 and worst[0] <= 0.01 and worst[1] <= 0.01 and worst[2] <= 1e-4
+    assert ort640.compiles == 0 and ort640.programs() == 0
+
+
+def test_auto_runtime(monkeypatch):
+    """"auto": onnxruntime on a CPU backend where it imports, jax otherwise or when asked."""
+    _ort()
+    import jax
+
+    det = YuNetDetector(max_side=320, max_batch=1)
+    assert det.runtime == ("onnxruntime" if jax.default_backend() == "cpu" else "jax")
+    assert YuNetDetector(max_side=320, runtime="jax").runtime == "jax"
+    if det.runtime == "onnxruntime":
+        assert det.warmup() == det.programs() == det.compiles == 0
+        assert det.detect([np.zeros((50, 70, 3), np.uint8)]) == [[]]
+    monkeypatch.setattr(yunet, "onnxruntime_available", lambda: False)
+    assert yunet.pick_runtime("auto") == "jax"
+    monkeypatch.setattr(yunet, "onnxruntime_available", lambda: True)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert yunet.pick_runtime("auto") == "jax"
+    with pytest.raises(ValueError, match="runtime"):
+        YuNetDetector(runtime="tflite")
 
 
 def test_decoded_faces_match_opencv(det640):
@@ -176,7 +256,7 @@ def test_bigger_canvas_and_batching_keep_faces(det640):
     """A 470x600 image runs in the (480, 640) canvas; faces as at OpenCV's own padding
     (480x608, a canvas of exactly that size); a mixed batch as one by one."""
     scene = np.ascontiguousarray(crop_scene(_utk_crops(6), seed=1)[:470, :600])
-    exact = YuNetDetector(max_side=640)
+    exact = YuNetDetector(max_side=640, runtime="jax")
     exact.canvases = ((480, 608),)  # OpenCV's padWithDivisor size
     in_canvas, alone = det640.detect([scene])[0], exact.detect([scene])[0]
     box, marks, score = _match(_as_rows(in_canvas), _as_rows(alone))
@@ -234,7 +314,7 @@ def test_min_face_px_is_found(det640):
 
 def test_compiles_bounded_by_programs():
     """A folder of many sizes (some above max_side) compiles nothing after warmup()."""
-    det = YuNetDetector(max_side=320, max_batch=1)
+    det = YuNetDetector(max_side=320, max_batch=1, runtime="jax")
     assert det.programs() == 3  # canvases (256, 320), (320, 256), (320, 320); batch 1
     assert det.warmup() == det.programs() == det.compiles
     rng = np.random.default_rng(0)

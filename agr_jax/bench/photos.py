@@ -210,7 +210,7 @@ def mixed_folder(predictor: Any, jpegs: Sequence[bytes], first: bytes, detect: s
     programs compiled by each."""
     detector = predictor.detector(detect)
     predictor([first], detect=detect)
-    before = detector.compiles
+    before, traced = detector.compiles, predictor.traces
 
     def one_pass() -> float:
         start = time.perf_counter()
@@ -220,12 +220,14 @@ def mixed_folder(predictor: Any, jpegs: Sequence[bytes], first: bytes, detect: s
 
     cold = one_pass()
     compiled = detector.compiles - before
+    model_compiled = predictor.traces - traced  # batch buckets first met in this pass
     warm = min(one_pass() for _ in range(2))
     programs = getattr(detector, "programs", None)
     return {"photos": len(jpegs), "persistent_cache": jax.config.jax_compilation_cache_dir,
             "first_pass_s_per_photo": cold / len(jpegs),
             "compiled_s_per_photo": warm / len(jpegs), "ratio": cold / warm,
             "programs_compiled_in_first_pass": compiled,
+            "model_programs_compiled_in_first_pass": model_compiled,
             "programs_compiled_total": detector.compiles,
             "programs_bound": programs() if callable(programs) else None}
 
@@ -437,7 +439,8 @@ def format_lines(section: dict[str, Any], label: str = "photos") -> list[str]:
                      f"{m['compiled_s_per_photo']:.3f} s/photo ({m['ratio']:.2f}x); "
                      f"{m['programs_compiled_in_first_pass']} detector programs compiled in "
                      f"it, {m['programs_compiled_total']} in all"
-                     + (f" (bound {m['programs_bound']})" if m["programs_bound"] else ""))
+                     + (f" (bound {m['programs_bound']})" if m["programs_bound"] else "")
+                     + f", model programs {m.get('model_programs_compiled_in_first_pass', '-')}")
     for detect, c in section["camera"].items():
         lines.append(f"  camera {detect}: {c['frames_s']:.1f} frames/s at 640x480 with "
                      f"tracking ({c['tracks']} tracks)")
@@ -455,7 +458,8 @@ def format_lines(section: dict[str, Any], label: str = "photos") -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """`python -m agr_jax.bench.photos [--seconds S] [--detectors yunet,mtcnn] [--parts ...]`"""
+    """`python -m agr_jax.bench.photos [--seconds S] [--detectors yunet,mtcnn] [--parts ...]
+    [--model default|fast] [--compile_cache DIR]`"""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--utkface", type=Path, default=Path("../shared/utkface"))
     parser.add_argument("--photos", type=Path, default=Path("../shared/photos"))
@@ -463,6 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--detectors", default=",".join(DETECTORS))
     parser.add_argument("--parts", default=",".join(PARTS), help="only these parts")
+    parser.add_argument("--model", default="default", choices=("default", "fast"),
+                        help="the shipped release behind the detector")
+    parser.add_argument("--compile_cache", default=None, metavar="DIR",
+                        help="JAX's persistent compilation cache in DIR, as the CLI has it "
+                             "(default: none, every program compiles in this process)")
     parser.add_argument("--peer_sets", default=None, help=argparse.SUPPRESS)  # the peer's child
     return parser
 
@@ -475,8 +484,13 @@ def main(argv: list[str] | None = None) -> int:
     from agr_jax.inference.release import read_released
 
     logging.basicConfig(level=logging.INFO)
-    section = run(read_released("default"), args.utkface, args.photos, args.out, args.seconds,
+    if args.compile_cache:
+        from agr_jax.inference import compile_cache
+
+        compile_cache.enable(args.compile_cache)
+    section = run(read_released(args.model), args.utkface, args.photos, args.out, args.seconds,
                   args.detectors.split(","), parts=args.parts.split(","))
+    section["model"] = args.model
     print("\n".join(format_lines(section)), file=sys.stderr)
     print(json.dumps(section))
     return 0

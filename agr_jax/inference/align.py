@@ -76,14 +76,20 @@ def warp_affine(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(resized).reshape(size, size, channels)
 
 
+def _read_corners(matrix: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse map (output pixel -> source pixel), and where it sends the output's four
+    corner pixels (2, 4): the source window a warp reads lies within them."""
+    inverse = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
+    return inverse, inverse @ np.array([[0, size - 1, 0, size - 1], [0, 0, size - 1, size - 1],
+                                        [1, 1, 1, 1]], np.float64)
+
+
 def _box_reduced(image: np.ndarray, matrix: np.ndarray, size: int,
                  factor: int) -> tuple[np.ndarray, np.ndarray]:
     """The window of `image` that the map reads, averaged over factor x factor blocks, and
     the map re-expressed on it (pixel p of the reduced window covers source pixels
     factor * p .. factor * p + factor - 1 of the window)."""
-    inverse = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
-    corners = inverse @ np.array([[0, size - 1, 0, size - 1], [0, 0, size - 1, size - 1],
-                                  [1, 1, 1, 1]], np.float64)
+    _, corners = _read_corners(matrix, size)
     height, width = image.shape[:2]
     x0 = int(np.clip(np.floor(corners[0].min()) - factor, 0, width - 1)) // factor * factor
     y0 = int(np.clip(np.floor(corners[1].min()) - factor, 0, height - 1)) // factor * factor
@@ -100,41 +106,30 @@ def _box_reduced(image: np.ndarray, matrix: np.ndarray, size: int,
 
 
 def _warp_point_sampled(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
-    inverse = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
-    u = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
-    v = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
-    return _bilinear(image, u, v)
+    """Bilinear samples of `image` at `matrix`'s inverse map of each output pixel; outside
+    reads black.
 
-
-def _bilinear(image: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Bilinear samples at pixel-index coordinates (u, v); outside reads black.
-
-    Only the window the samples read is used (a face of a 12 MP photo reads a few hundred
-    pixels; padding the whole photo per face cost ~0.2 s), and the four neighbours are
-    gathered by flat index in float32 (a 896 px supersampled face: ~5x the fancy-indexed
-    float64 version); integer shifts keep the sample positions exact."""
-    x0, y0 = (int(np.clip(np.floor(t.min()), 0, n - 1)) for t, n in ((u, image.shape[1]),
-                                                                       (v, image.shape[0])))
-    x1 = int(np.clip(np.floor(u.max()) + 2, x0 + 1, image.shape[1]))
-    y1 = int(np.clip(np.floor(v.max()) + 2, y0 + 1, image.shape[0]))
-    image, u, v = image[y0:y1, x0:x1], u - x0, v - y0
-    h, w, channels = image.shape
-    padded = np.zeros((h + 2, w + 2, channels), np.float32)  # one black pixel around
-    padded[1:-1, 1:-1] = image
-    flat = padded.reshape(-1, channels)
-    u = np.clip(u + 1, 0, w + 1)
-    v = np.clip(v + 1, 0, h + 1)
-    col = np.minimum(np.floor(u).astype(np.int64), w)
-    row = np.minimum(np.floor(v).astype(np.int64), h)
-    fx = (u - col).astype(np.float32).reshape(-1, 1)
-    fy = (v - row).astype(np.float32).reshape(-1, 1)
-    at = (row * (w + 2) + col).reshape(-1)
-    top = flat[at] + (flat[at + 1] - flat[at]) * fx
-    below = at + (w + 2)
-    bottom = flat[below] + (flat[below + 1] - flat[below]) * fx
-    out = np.rint(top + (bottom - top) * fy)
-    return np.clip(out, 0, 255).astype(np.uint8).reshape(*u.shape, channels)
+    PIL's affine transform samples in C (~4x numpy's gather), on float ("F") planes so the
+    result is rounded, not truncated (8-bit PIL truncates: 0.45 grey levels darker on
+    average). Only the window the samples read is used (a face of a 12 MP photo reads a
+    few hundred pixels), with one black pixel around it: PIL clamps neighbours to the edge,
+    this makes the border blend into black as a black outside does."""
+    inverse, corners = _read_corners(matrix, size)
+    height, width, channels = image.shape
+    x0 = int(np.clip(np.floor(corners[0].min()), 0, width - 1))
+    y0 = int(np.clip(np.floor(corners[1].min()), 0, height - 1))
+    x1 = int(np.clip(np.floor(corners[0].max()) + 2, x0 + 1, width))
+    y1 = int(np.clip(np.floor(corners[1].max()) + 2, y0 + 1, height))
+    window = np.zeros((y1 - y0 + 2, x1 - x0 + 2, channels), np.float32)
+    window[1:-1, 1:-1] = image[y0:y1, x0:x1]
+    # PIL maps output pixel centre (x + 0.5, y + 0.5) to input coordinate (u + 0.5): shift
+    # the pixel-index map by the window's corner (less the black border) and the half pixel
+    (a, b, c), (d, e, f) = inverse
+    c, f = c - x0 + 1 + 0.5 - 0.5 * (a + b), f - y0 + 1 + 0.5 - 0.5 * (d + e)
+    planes = [np.asarray(Image.fromarray(window[..., k], mode="F").transform(
+        (size, size), Image.Transform.AFFINE, (a, b, c, d, e, f),
+        resample=Image.Resampling.BILINEAR)) for k in range(channels)]
+    return np.clip(np.rint(np.stack(planes, axis=-1)), 0, 255).astype(np.uint8)
 
 
 def template_points(size: int, template: np.ndarray = TEMPLATE) -> np.ndarray:
@@ -149,20 +144,17 @@ def _check(image: np.ndarray, size: int) -> None:
         raise ValueError(f"size must be positive, got {size}")
 
 
-def align_face(image: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
-    """(size, size, 3) uint8: the face whose 5 landmarks (5, 2) are given, warped so they land
-    on TEMPLATE, i.e. framed as a UTKFace crop."""
-    _check(image, size)
+def landmark_matrix(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """The 2x3 map putting the 5 landmarks (5, 2) on TEMPLATE in a (size, size) crop."""
     landmarks = np.asarray(landmarks, np.float64)
     if landmarks.shape != (5, 2) or not np.isfinite(landmarks).all():
         raise ValueError(f"landmarks must be 5 finite (x, y) points, got shape {landmarks.shape}")
-    return warp_affine(image, similarity_transform(landmarks, template_points(size)), size)
+    return similarity_transform(landmarks, template_points(size))
 
 
-def crop_box(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
-    """(size, size, 3) uint8: a square crop around a detector box, with the margin that puts
-    an MTCNN box where BOX_TEMPLATE says it sits in UTKFace crops; no rotation."""
-    _check(image, size)
+def box_matrix(box: np.ndarray, size: int) -> np.ndarray:
+    """The 2x3 map of a square crop around a detector box, with the margin that puts an
+    MTCNN box where BOX_TEMPLATE says it sits in UTKFace crops; no rotation."""
     x0, y0, x1, y1 = np.asarray(box, np.float64)
     if not (x1 > x0 and y1 > y0):
         raise ValueError(f"crop_box: empty box {box}")
@@ -172,5 +164,50 @@ def crop_box(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
     cx0 = (x0 + x1) / 2 - side * (tx0 + tx1) / 2
     cy0 = (y0 + y1) / 2 - side * (ty0 + ty1) / 2
     k = size / side  # crop pixel-index coords: (p + 0.5) = k * (x - cx0 + 0.5)
-    matrix = np.array([[k, 0.0, k * (0.5 - cx0) - 0.5], [0.0, k, k * (0.5 - cy0) - 0.5]])
-    return warp_affine(image, matrix, size)
+    return np.array([[k, 0.0, k * (0.5 - cx0) - 0.5], [0.0, k, k * (0.5 - cy0) - 0.5]])
+
+
+def through(matrix: np.ndarray, frame: np.ndarray | None) -> np.ndarray:
+    """`matrix` (from a photo's upright pixels) re-expressed on pixels that `frame` (2x3,
+    upright -> those pixels) maps to: a rotated or DCT-reduced decode of the same photo."""
+    if frame is None:
+        return matrix
+    return (np.vstack([matrix, [0.0, 0.0, 1.0]])
+            @ np.linalg.inv(np.vstack([frame, [0.0, 0.0, 1.0]])))[:2]
+
+
+# A photo's crop source may be decoded smaller while every face in it still spans at least
+# this many times the crop's side (libjpeg's DCT scaling is itself an area-like average, so
+# the warp then supersamples a pre-filtered face). 2 rather than MAX_SUPERSAMPLE: a 12 MP
+# phone photo's ~500 px faces decode at 1/2 for 112 px crops, the decode 1.8x and each
+# warp ~2.5x cheaper (tests/test_working_copy.py bounds the change to the crops).
+DECODE_SUPERSAMPLE = 2
+
+
+def reduction(matrices: list[np.ndarray], limit: int = 8) -> int:
+    """The largest power of two (<= limit) by which a photo may be decoded smaller and keep
+    each of these warps reading at least DECODE_SUPERSAMPLE source pixels per crop pixel."""
+    allowed = limit
+    for matrix in matrices:
+        scale = float(np.sqrt(abs(np.linalg.det(np.asarray(matrix)[:, :2]))))
+        allowed = min(allowed, int(1.0 / (scale * DECODE_SUPERSAMPLE)) if scale > 0 else 1)
+    factor = 1
+    while factor * 2 <= allowed:
+        factor *= 2
+    return factor
+
+
+def align_face(image: np.ndarray, landmarks: np.ndarray, size: int,
+               frame: np.ndarray | None = None) -> np.ndarray:
+    """(size, size, 3) uint8: the face whose 5 landmarks (5, 2) are given, warped so they land
+    on TEMPLATE, i.e. framed as a UTKFace crop. `frame`: see `through` (landmarks stay in
+    upright photo pixels)."""
+    _check(image, size)
+    return warp_affine(image, through(landmark_matrix(landmarks, size), frame), size)
+
+
+def crop_box(image: np.ndarray, box: np.ndarray, size: int,
+             frame: np.ndarray | None = None) -> np.ndarray:
+    """(size, size, 3) uint8: `box_matrix`'s square crop around a detector box."""
+    _check(image, size)
+    return warp_affine(image, through(box_matrix(box, size), frame), size)

@@ -74,17 +74,20 @@ class Loaded:
     """One usable input: `image`, the full-resolution RGB pixels (decoded on first use when
     a cheaper working copy came first), and `work`, the copy a detector runs on."""
 
-    __slots__ = ("name", "note", "source_size", "_image", "_decode", "_size", "_work")
+    __slots__ = ("name", "note", "source_size", "_image", "_decode", "_size", "_work",
+                 "_stored")
 
     def __init__(self, name: str, image: np.ndarray | None = None, note: str = "",
                  source_size: tuple[int, int] | None = None, *,
                  work: np.ndarray | None = None,
                  decode: Callable[[], np.ndarray] | None = None,
-                 size: tuple[int, int] | None = None):
+                 size: tuple[int, int] | None = None,
+                 stored: Callable[[int], tuple[np.ndarray, np.ndarray | None]] | None = None):
         if image is None and (decode is None or size is None):
             raise ValueError("Loaded: give the image, or a decode function and its size")
         self.name, self.note, self.source_size = name, note, source_size
         self._image, self._decode, self._work = image, decode, work
+        self._stored = stored  # factor -> (pixels as stored at 1/factor, upright -> them)
         self._size = size if image is None else (image.shape[1], image.shape[0])
 
     @property
@@ -96,7 +99,7 @@ class Loaded:
 
     @image.setter
     def image(self, value: np.ndarray) -> None:
-        self._image, self._decode, self._work = value, None, None
+        self._image, self._decode, self._work, self._stored = value, None, None, None
         self._size = (value.shape[1], value.shape[0])
 
     @property
@@ -121,6 +124,15 @@ class Loaded:
         """Full-resolution pixels per working-copy pixel, along x and along y."""
         work = self.work
         return self.size[0] / work.shape[1], self.size[1] / work.shape[0]
+
+    def crop_source(self, factor: int = 1) -> tuple[np.ndarray, np.ndarray | None]:
+        """Pixels to cut face crops from, and the 2x3 map from `image`'s pixels onto them
+        (None: `image` itself). A JPEG whose full resolution is not decoded yet gives it as
+        stored (turning 12 MP upright costs more than decoding it) and at 1/`factor` scale
+        (libjpeg's DCT scaling) when the crops need no more detail."""
+        if self._image is not None or self._stored is None:
+            return self.image, None
+        return self._stored(factor)
 
     def release(self) -> None:
         """Drops the full-resolution pixels when they can be decoded again (memory)."""
@@ -283,6 +295,36 @@ def _decode_jpeg(data: bytes, orient: int, min_width: int = 0, min_height: int =
     return upright(pixels, orient)
 
 
+def upright_frame(orient: int, width: int, height: int) -> np.ndarray:
+    """The 2x3 map from upright pixel-index coordinates to those of the pixels as stored
+    (`width` x `height`) under EXIF `orient`: `upright`'s view, as an affine map."""
+    corners = np.array([[[0, 0], [width - 1, 0]], [[0, height - 1], [width - 1, height - 1]]],
+                       np.float64)  # [row, column] -> stored (x, y) of that corner
+    seen = _UPRIGHT[orient](corners) if orient in _UPRIGHT else corners
+    origin = seen[0, 0]
+    along_x, along_y = np.sign(seen[0, 1] - origin), np.sign(seen[1, 0] - origin)
+    return np.column_stack([along_x, along_y, origin])
+
+
+def _stored_jpeg(data: bytes, orient: int,
+                 factor: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(pixels as stored, at the DCT scale nearest 1/`factor` not below it; the 2x3 map from
+    upright full-resolution pixels onto them, None when they are the same)."""
+    height, width = simplejpeg.decode_jpeg_header(data)[:2]
+    try:
+        pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True,
+                                        min_width=-(-width // factor),
+                                        min_height=-(-height // factor))
+    except ValueError as e:
+        raise BadInput(f"truncated or corrupt image data ({e})") from e
+    scale = round(8 * pixels.shape[1] / width) / 8  # libjpeg scales by M/8
+    if scale == 1 and orient not in _UPRIGHT:
+        return pixels, None
+    frame = upright_frame(orient, width, height) * scale
+    frame[:, 2] += 0.5 * scale - 0.5  # pixel centres onto pixel centres
+    return pixels, frame
+
+
 def _bounded_jpeg(name: str, data: bytes, width: int, height: int, orient: int,
                   bound: Bound) -> Loaded:
     w, h = bound.size(width, height)
@@ -290,7 +332,8 @@ def _bounded_jpeg(name: str, data: bytes, width: int, height: int, orient: int,
         return Loaded(name, _decode_jpeg(data, orient))
     work = _decode_jpeg(data, orient, w, h)  # the smallest DCT scale not below (w, h)
     return Loaded(name, work=shrink(work, w, h), size=(width, height),
-                  decode=lambda: _decode_jpeg(data, orient))
+                  decode=lambda: _decode_jpeg(data, orient),
+                  stored=lambda factor: _stored_jpeg(data, orient, factor))
 
 
 def load(item: Any, index: int = 0, bound: Bound | None = None) -> Loaded:

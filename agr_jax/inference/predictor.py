@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import functools
 import itertools
 import logging
 import os
@@ -25,7 +26,7 @@ from agr_jax.inference import calibrate, images, precision
 from agr_jax.inference.bundle import Bundle
 from agr_jax.inference.faces import Detector, Face
 
-BUCKETS = (1, 8, 32, 128)  # batch sizes the forward is compiled for; larger calls chunk
+BUCKETS = (1, 4, 8, 16, 32, 128)  # batch sizes the forward is compiled for; larger calls chunk
 AHEAD = 2  # chunks of a long call decoded ahead of the forward
 DETECTORS = ("yunet", "mtcnn", "haar", "none")
 DEFAULT_DETECTOR = "yunet"  # docs/detection.md: more faces than MTCNN, fewer false ones, faster
@@ -41,8 +42,29 @@ RECORD_FIELDS = ("path", "face", "box", "score", "landmarks", "age", "age_interv
                  "gender_prob", "race", "race_prob", "abstained", "reason", "note")
 
 
-def bucket_for(n: int, buckets: Sequence[int] = BUCKETS) -> int:
-    return next((b for b in buckets if b >= n), buckets[-1])
+CALL_COST = 4  # one more forward call costs about this many padded crops (dispatch, fetch)
+
+
+def plan_batches(n: int, buckets: Sequence[int] = BUCKETS) -> list[int]:
+    """Bucket sizes, largest first, covering `n` crops with the least padded work (plus
+    CALL_COST per call): 24 crops run as 16 + 8 rather than 32, 109 as 32 x 3 + 16."""
+    buckets = tuple(sorted(buckets))
+    plan = [buckets[-1]] * (n // buckets[-1])
+    if n % buckets[-1]:
+        plan += sorted(_cover(n % buckets[-1], buckets), reverse=True)
+    return plan
+
+
+@functools.lru_cache(maxsize=4096)
+def _cover(n: int, buckets: tuple[int, ...]) -> tuple[int, ...]:
+    """The cheapest multiset of buckets summing to >= n (ties: fewer calls)."""
+    best: tuple[int, ...] = ()
+    for b in buckets:
+        option = (b,) if b >= n else (b, *_cover(n - b, buckets))
+        key = (sum(option) + CALL_COST * len(option), len(option))
+        if not best or key < (sum(best) + CALL_COST * len(best), len(best)):
+            best = option
+    return best
 
 
 def empty_record(path: str, **fields: Any) -> dict[str, Any]:
@@ -81,7 +103,8 @@ class Predictor:
         # threads that decode a call's images (None: one per CPU core, at most 16)
         self.decode_threads = (min(16, os.cpu_count() or 1) if decode_threads is None
                                else max(1, int(decode_threads)))
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None  # decodes
+        self._cut_pool: concurrent.futures.ThreadPoolExecutor | None = None  # crops
         self._detectors: dict[str, Detector] = {}
         if detector is not None:
             self._detectors[detector.name] = detector
@@ -162,14 +185,14 @@ class Predictor:
         """[N, S, S, 3] uint8 aligned crops -> calibrated age, interval and probabilities
         (`raw`: the model's own `age_pred`, `gender_prob`, `race_prob`)."""
         n = len(crops)
-        parts = []
-        for start in range(0, n, self.buckets[-1]):
-            chunk = crops[start:start + self.buckets[-1]]
-            size = bucket_for(len(chunk), self.buckets)
+        parts, start = [], 0
+        for size in plan_batches(n, self.buckets):
+            chunk = crops[start:start + size]
             if len(chunk) < size:
                 chunk = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]),
                                                         np.uint8)])
             parts.append((self._forward(self._variables, jnp.asarray(chunk)), min(size, n - start)))
+            start += size
         fetched = jax.device_get(parts)
         out = {k: np.concatenate([p[k][:m] for p, m in fetched]) if n else np.zeros((0,))
                for k in ("age_pred", "gender_prob", "race_prob")}
@@ -331,13 +354,12 @@ class Predictor:
                 lo, hi = self.reach.get(detect, (side, side))
                 self.reach[detect] = (min(lo, side), max(hi, side))
         plan, crops = [], []  # per image: (face, crop index or abstain reason), or an error
-        for x, faces in zip(ok, found, strict=True):
-            start = len(crops)
-            try:
-                plan.append(self._cut(x, faces, detect, crops))
-            except images.BadInput as e:  # the full-resolution decode failed
-                del crops[start:]
-                plan.append(f"error: {e}")
+        for rows, cut in self._cut_all(ok, found, detect):
+            if isinstance(rows, list):
+                rows = [(face, len(crops) + where if isinstance(where, int) else where)
+                        for face, where in rows]
+                crops += cut
+            plan.append(rows)
         size = self.bundle.image_size
         preds = self.predict_crops(np.stack(crops) if crops
                                    else np.zeros((0, size, size, 3), np.uint8))
@@ -357,16 +379,41 @@ class Predictor:
                 records.append(self.record(x, k, face, where, preds))
         return records
 
+    def _cut_all(self, ok: list[images.Loaded], found: list[list[Face]],
+                 detect: str) -> list[tuple[list | str, list[np.ndarray]]]:
+        """`_cut` of every image; photos in the cut pool's threads (the crop-source decode
+        and PIL's warps release the GIL: on 2 cores a 1920x1440 photo's 15 alignments and
+        decode are the part of a call besides the detector and the model), one image per
+        thread at a time, so a folder of phone photos holds at most that many decodes."""
+        def cut(item: tuple[images.Loaded, list[Face]]) -> tuple[list | str, list]:
+            crops: list[np.ndarray] = []
+            try:
+                return self._cut(*item, detect, crops), crops
+            except images.BadInput as e:  # the full-resolution decode failed
+                return f"error: {e}", []
+
+        items = list(zip(ok, found, strict=True))
+        if detect == "none" or len(items) < 2:
+            return [cut(item) for item in items]
+        if self._cut_pool is None:
+            self._cut_pool = concurrent.futures.ThreadPoolExecutor(self.decode_threads,
+                                                                   "agr-cut")
+        return list(self._cut_pool.map(cut, items))
+
     def _cut(self, x: images.Loaded, faces: list[Face], detect: str,
              crops: list[np.ndarray]) -> list[tuple[Face, int | str]]:
         """Appends the crops of `x`'s faces that pass the quality checks (cut from the full
         resolution) to `crops`; returns (face, crop index or abstain reason) per face."""
         rows: list[tuple[Face, int | str]] = []
-        for face in faces:
-            reason = self.quality_problem(face)
+        size = self.bundle.image_size
+        problems = [self.quality_problem(face) for face in faces]
+        kept = [face for face, problem in zip(faces, problems, strict=True) if problem is None]
+        if detect != "none" and kept:
+            pixels, frame = crop_source(x, kept, size)
+        for face, reason in zip(faces, problems, strict=True):
             if reason is None:
                 crops.append(x.image if detect == "none"
-                             else face_crop(x.image, face, self.bundle.image_size))
+                             else face_crop(pixels, face, size, frame))
                 rows.append((face, len(crops) - 1))
             else:
                 rows.append((face, reason))
@@ -416,11 +463,31 @@ def to_full(face: Face, sx: float, sy: float) -> Face:
                 None if marks is None else marks.astype(np.float32))
 
 
-def face_crop(image: np.ndarray, face: Face, size: int) -> np.ndarray:
+def crop_source(x: images.Loaded, faces: Sequence[Face],
+                size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The pixels `x`'s face crops are cut from (`Loaded.crop_source`), as small as these
+    faces allow, and the map from the photo's upright pixels onto them."""
+    from agr_jax.inference import align
+
+    return x.crop_source(align.reduction([face_matrix(f, size) for f in faces]))
+
+
+def face_matrix(face: Face, size: int) -> np.ndarray:
+    """The 2x3 map from photo pixels onto `face`'s crop (landmarks when given, else box)."""
+    from agr_jax.inference import align
+
+    if face.landmarks is not None:
+        return align.landmark_matrix(np.asarray(face.landmarks), size)
+    return align.box_matrix(np.asarray(face.box), size)
+
+
+def face_crop(image: np.ndarray, face: Face, size: int,
+              frame: np.ndarray | None = None) -> np.ndarray:
     """The face framed as the training crops are: aligned from landmarks when the detector
-    gives them, else the box."""
+    gives them, else the box. `frame`: the map from the photo's upright pixels onto
+    `image` when those are not the same (`crop_source`)."""
     from agr_jax.inference import align  # provided beside the detector
 
     if face.landmarks is not None:
-        return align.align_face(image, np.asarray(face.landmarks), size)
-    return align.crop_box(image, np.asarray(face.box), size)
+        return align.align_face(image, np.asarray(face.landmarks), size, frame)
+    return align.crop_box(image, np.asarray(face.box), size, frame)

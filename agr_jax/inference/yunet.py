@@ -43,6 +43,7 @@ Keep = Callable[[jax.Array], jax.Array] | None  # zeroes a map beyond each image
 # are found 86-92 % at 40 px, 64-67 % at 24 px, 25-39 % at 20 px; at threshold 0.8, 94-100 %
 # from 24 px. (MTCNN's box on the same crops is ~1.17x wider.) tests/test_yunet.py checks it.
 MIN_FACE_PX = 40
+RUNTIMES = ("auto", "jax", "onnxruntime")
 
 
 def _canvases(long_sides: Sequence[int]) -> tuple[tuple[int, int], ...]:
@@ -79,7 +80,7 @@ class DPUnit(nn.Module):
 
 
 def _pool(x: jax.Array) -> jax.Array:
-    return nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+    return nn.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
 
 
 def _upsample2(x: jax.Array) -> jax.Array:
@@ -197,29 +198,33 @@ def load_params(path: str | Path = WEIGHTS) -> dict:
 
 
 def decode(outputs: dict[str, jax.Array], height: int, width: int,
-           valid: jax.Array) -> tuple[jax.Array, ...]:
+           valid: jax.Array | None = None, xp=jnp) -> tuple[jax.Array, ...]:
     """Raw head outputs of a (height, width) canvas -> per cell score (B, N), box x0, y0, w, h
     (B, N, 4) and landmarks (B, N, 5, 2) in canvas pixels, cells ordered as OpenCV walks
     them (stride 8, 16, 32; row-major). Cells beyond an image's `valid` (height, width) (B,
-    2), which OpenCV's smaller input would not have, score 0."""
+    2), which OpenCV's smaller input would not have, score 0 (None: the whole canvas is the
+    image). `xp`: jax.numpy inside the jitted program, numpy for onnxruntime's outputs."""
     scores, boxes, marks = [], [], []
     for stride in STRIDES:
         rows, cols = height // stride, width // stride
-        r, c = jnp.meshgrid(jnp.arange(rows, dtype=jnp.float32),
-                            jnp.arange(cols, dtype=jnp.float32), indexing="ij")
-        cell = jnp.stack([c.ravel(), r.ravel()], axis=-1)  # (N, 2) x, y
-        cls = jnp.clip(outputs[f"cls_{stride}"][..., 0], 0.0, 1.0)
-        obj = jnp.clip(outputs[f"obj_{stride}"][..., 0], 0.0, 1.0)
-        inside = ((cell[None, :, 0] < valid[:, 1:2] // stride)
-                  & (cell[None, :, 1] < valid[:, 0:1] // stride))
-        scores.append(jnp.where(inside, jnp.sqrt(cls * obj), 0.0))
+        r, c = xp.meshgrid(xp.arange(rows, dtype=xp.float32),
+                           xp.arange(cols, dtype=xp.float32), indexing="ij")
+        cell = xp.stack([c.ravel(), r.ravel()], axis=-1)  # (N, 2) x, y
+        cls = xp.clip(outputs[f"cls_{stride}"][..., 0], 0.0, 1.0)
+        obj = xp.clip(outputs[f"obj_{stride}"][..., 0], 0.0, 1.0)
+        score = xp.sqrt(cls * obj)
+        if valid is not None:
+            inside = ((cell[None, :, 0] < valid[:, 1:2] // stride)
+                      & (cell[None, :, 1] < valid[:, 0:1] // stride))
+            score = xp.where(inside, score, 0.0)
+        scores.append(score)
         bbox = outputs[f"bbox_{stride}"]
         centre = (cell + bbox[..., :2]) * stride
-        size = jnp.exp(bbox[..., 2:]) * stride
-        boxes.append(jnp.concatenate([centre - size / 2, size], axis=-1))
+        size = xp.exp(bbox[..., 2:]) * stride
+        boxes.append(xp.concatenate([centre - size / 2, size], axis=-1))
         kps = outputs[f"kps_{stride}"].reshape(*bbox.shape[:2], 5, 2)
         marks.append((kps + cell[:, None, :]) * stride)
-    return tuple(jnp.concatenate(parts, axis=1) for parts in (scores, boxes, marks))
+    return tuple(xp.concatenate(parts, axis=1) for parts in (scores, boxes, marks))
 
 
 def nms_boxes(boxes: np.ndarray, scores: np.ndarray, score_threshold: float,
@@ -234,6 +239,26 @@ def nms_boxes(boxes: np.ndarray, scores: np.ndarray, score_threshold: float,
     rect = np.trunc(boxes[order].astype(np.float64))
     rect[:, 2:] += rect[:, :2]
     return order[bx.nms(rect, scores[order], nms_threshold)]
+
+
+def onnxruntime_available() -> bool:
+    """Whether `onnx` and `onnxruntime` import (the "export" extra installs them)."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def pick_runtime(runtime: str = "auto") -> str:
+    """"auto" -> "onnxruntime" where JAX computes on the CPU and it imports (faster there,
+    docs/detection.md), else "jax" (GPU/TPU: the jitted net); others as asked."""
+    if runtime != "auto":
+        return runtime
+    if jax.default_backend() == "cpu" and onnxruntime_available():
+        return "onnxruntime"
+    return "jax"
 
 
 def canvas_for(height: int, width: int,
@@ -259,6 +284,13 @@ class YuNetDetector:
     as one batch padded to a BATCHES size: a mixed folder compiles at most `programs()`
     programs (`warmup()` compiles them all; each costs ~3 s of CPU on 2 cores).
 
+    `runtime`: "jax" runs the jitted Flax net as above; "onnxruntime" runs the same params
+    as an NCHW ONNX graph (`yunet_onnx`; `detect` 1.5-1.9x faster on CPU, docs/detection.md),
+    each image at its own size padded to 32 (OpenCV's input exactly: no canvases, no mask,
+    no programs to compile), images of one padded size batched; "auto" takes onnxruntime when
+    JAX's default backend is the CPU and `onnx` and `onnxruntime` import, else jax. Both
+    share `decode`, NMS and `_fit`, so faces agree within float rounding.
+
     Landmarks: YuNet gives (right eye, left eye, nose, right mouth corner, left mouth
     corner) of the person, i.e. the image-left eye first; that is MTCNN's order and
     LANDMARK_NAMES ("left_eye" there is the eye on the image's left), so they pass as is
@@ -269,28 +301,46 @@ class YuNetDetector:
 
     def __init__(self, score_threshold: float = 0.9, nms_threshold: float = 0.3,
                  top_k: int = 5000, weights: str | Path = WEIGHTS, max_batch: int = 8,
-                 max_side: int = max(max(c) for c in CANVASES), conv_impl: str = "auto"):
+                 max_side: int = max(max(c) for c in CANVASES), conv_impl: str = "auto",
+                 runtime: str = "auto"):
         largest = max(max(c) for c in CANVASES)
         if not (0 <= score_threshold < 1 and 0 < nms_threshold <= 1 and max_batch >= 1
-                and 32 <= max_side <= largest):
+                and 32 <= max_side <= largest and runtime in RUNTIMES):
             raise ValueError("YuNetDetector: need 0 <= score_threshold < 1, 0 < nms_threshold "
-                             f"<= 1, max_batch >= 1 and 32 <= max_side <= {largest}; got "
-                             f"{score_threshold}, {nms_threshold}, {max_batch}, {max_side}")
+                             f"<= 1, max_batch >= 1, 32 <= max_side <= {largest} and runtime "
+                             f"in {RUNTIMES}; got {score_threshold}, {nms_threshold}, "
+                             f"{max_batch}, {max_side}, {runtime!r}")
+        self.runtime = pick_runtime(runtime)
+        if self.runtime == "onnxruntime" and not onnxruntime_available():
+            raise ImportError("YuNetDetector(runtime='onnxruntime') needs onnx and onnxruntime: "
+                              "pip install 'agr_jax[export]'")
         self.score_threshold, self.nms_threshold, self.top_k = score_threshold, nms_threshold, top_k
         self.max_side = int(max_side)
         self.params = load_params(weights)
         self.net = YuNet(conv_impl)
-        # the canvases an image fitted into max_side can land in, and the batch sizes used
+        # the canvases an image fitted into max_side can land in (the JAX runtime's; both
+        # runtimes keep them: the predictor bounds its working copy by their long sides)
         reach = canvas_for(self.max_side, self.max_side)
         self.canvases = tuple(c for c in CANVASES if c[0] * c[1] <= reach[0] * reach[1]
                               and max(c) <= max(reach))
         self.batches = tuple(b for b in BATCHES if b <= max_batch) or (1,)
         self.compiles = 0  # traces of the jitted net: a new shape costs one
-        self._run = jax.jit(self._forward)
+        self._run = jax.jit(self._forward) if self.runtime == "jax" else None
+        self._session = None  # onnxruntime's, built on first use
 
     def programs(self) -> int:
-        """How many programs a folder of any sizes can compile at most."""
+        """How many programs a folder of any sizes can compile at most (onnxruntime: 0)."""
+        if self.runtime == "onnxruntime":
+            return 0
         return len(self.canvases) * len(self.batches)
+
+    def session(self):
+        """The onnxruntime session of this detector's params, built once."""
+        if self._session is None:
+            from agr_jax.inference import yunet_onnx
+
+            self._session = yunet_onnx.session(self.params)
+        return self._session
 
     def _forward(self, params, canvas, valid):
         self.compiles += 1
@@ -301,7 +351,11 @@ class YuNetDetector:
                           valid)
 
     def warmup(self) -> int:
-        """Compile every (canvas, batch) program `detect` can run; returns how many."""
+        """Compile every (canvas, batch) program `detect` can run; returns how many
+        (onnxruntime: builds the session and runs one 32x32 image; nothing compiles, 0)."""
+        if self.runtime == "onnxruntime":
+            self._run_onnx(np.zeros((1, 32, 32, 3), np.uint8))
+            return 0
         for h, w in self.canvases:
             for b in self.batches:
                 jax.block_until_ready(self._run(self.params, np.zeros((b, h, w, 3), np.uint8),
@@ -327,10 +381,18 @@ class YuNetDetector:
         for i, im in enumerate(images):
             check_image(im, i)
         fitted = [self._fit(im) for im in images]
+        faces: list[list[Face]] = [[] for _ in images]
+        if self.runtime == "onnxruntime":
+            self._detect_onnx(fitted, faces)
+        else:
+            self._detect_jax(fitted, faces)
+        return faces
+
+    def _detect_jax(self, fitted: list, faces: list[list[Face]]) -> None:
+        """Canvases batched to BATCHES sizes: fixed shapes, at most programs() compiles."""
         groups: dict[tuple[int, int], list[int]] = {}
         for i, (im, _, _) in enumerate(fitted):
             groups.setdefault(canvas_for(*im.shape[:2], self.canvases), []).append(i)
-        faces: list[list[Face]] = [[] for _ in images]
         chunk = self.batches[-1]
         for (h, w), members in groups.items():
             for start in range(0, len(members), chunk):
@@ -345,7 +407,29 @@ class YuNetDetector:
                 scores, boxes, marks = jax.device_get(self._run(self.params, canvas, valid))
                 for b, i in enumerate(ids):
                     faces[i] = self._faces(scores[b], boxes[b], marks[b], *fitted[i][1:])
-        return faces
+
+    def _detect_onnx(self, fitted: list, faces: list[list[Face]]) -> None:
+        """Each image padded to multiples of 32 only (OpenCV's padWithDivisor), images of
+        one padded size run as a batch of up to max_batch."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (im, _, _) in enumerate(fitted):
+            groups.setdefault(tuple(-(-n // 32) * 32 for n in im.shape[:2]), []).append(i)
+        chunk = self.batches[-1]
+        for (h, w), members in groups.items():
+            for start in range(0, len(members), chunk):
+                ids = members[start:start + chunk]
+                batch = np.zeros((len(ids), h, w, 3), np.uint8)
+                for b, i in enumerate(ids):
+                    im = fitted[i][0]
+                    batch[b, :im.shape[0], :im.shape[1]] = im
+                scores, boxes, marks = self._run_onnx(batch)
+                for b, i in enumerate(ids):
+                    faces[i] = self._faces(scores[b], boxes[b], marks[b], *fitted[i][1:])
+
+    def _run_onnx(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
+        from agr_jax.inference import yunet_onnx
+
+        return decode(yunet_onnx.run(self.session(), batch), *batch.shape[1:3], xp=np)
 
     def _faces(self, scores, boxes, marks, sx: float, sy: float) -> list[Face]:
         keep = nms_boxes(boxes, scores, self.score_threshold, self.nms_threshold, self.top_k)
