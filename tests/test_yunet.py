@@ -107,6 +107,17 @@ def det640(request):
     return request.getfixturevalue("jax640" if request.param == "jax" else "ort640")
 
 
+def _worst_difference(ours: dict, ref: dict) -> float:
+    """Largest |ours - ref| over the outputs, after checking both have the same outputs and
+    shapes."""
+    assert set(ours) == set(ref)
+    worst = 0.0
+    for key, value in ref.items():
+        assert ours[key].shape == value.shape, key
+        worst = max(worst, float(np.abs(ours[key] - value).max()))
+    return worst
+
+
 def test_raw_outputs_match_onnxruntime():
     ort = pytest.importorskip("onnxruntime", reason="pip install 'onnxruntime>=1.24'")
     import jax
@@ -124,10 +135,7 @@ def test_raw_outputs_match_onnxruntime():
                        strict=True))
         with jax.default_matmul_precision("float32"):
             ours = jax.device_get(net(x))
-        assert set(ours) == set(ref)
-        for key, value in ref.items():
-            assert ours[key].shape == value.shape, key
-            worst = max(worst, float(np.abs(ours[key] - value).max()))
+        worst = max(worst, _worst_difference(ours, ref))
     print(f"\nYuNet raw outputs vs onnxruntime: max abs difference {worst:.2e}")
     assert worst <= 1e-4
 
@@ -149,11 +157,7 @@ def test_onnx_graph_matches_flax_net():
         with jax.default_matmul_precision("float32"):
             ref = jax.device_get(net(x))
         for session in sessions:
-            ours = yunet_onnx.run(session, x)
-            assert set(ours) == set(ref)
-            for key, value in ref.items():
-                assert ours[key].shape == value.shape, key
-                worst = max(worst, float(np.abs(ours[key] - value).max()))
+            worst = max(worst, _worst_difference(yunet_onnx.run(session, x), ref))
     print(f"\nONNX graph of our params vs the Flax net: max abs difference {worst:.2e}")
     assert worst <= 1e-4
 

@@ -41,6 +41,16 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([scale * rotation, (mu_d - scale * rotation @ mu_s)[:, None]])
 
 
+def _square(matrix: np.ndarray) -> np.ndarray:
+    """A 2x3 affine map as its 3x3 homogeneous matrix (to compose and invert)."""
+    return np.vstack([matrix, [0.0, 0.0, 1.0]])
+
+
+def map_scale(matrix: np.ndarray) -> float:
+    """How much a 2x3 map scales lengths (the root of its linear part's |determinant|)."""
+    return float(np.sqrt(abs(np.linalg.det(np.asarray(matrix, np.float64)[:, :2]))))
+
+
 # A minifying warp first samples at the source's own scale, at most this many times `size`;
 # a face larger than that is first box-reduced by an integer factor (PIL's `reduce`) so the
 # warp's cost stays bounded however many pixels the face has in a phone photo.
@@ -57,7 +67,7 @@ def warp_affine(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     years). So a minifying map is warped at about the source's scale and then resized by
     PIL, as the training decode does."""
     matrix = np.asarray(matrix, np.float64)
-    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+    scale = map_scale(matrix)
     if scale <= 0 or not np.isfinite(scale):
         raise ValueError(f"warp_affine: singular matrix {matrix}")
     if scale >= 1.0:
@@ -69,7 +79,7 @@ def warp_affine(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     side = int(min(np.ceil(size / scale), MAX_SUPERSAMPLE * size))
     k = side / size  # output pixel p of `size` covers (p + 0.5) * k - 0.5 of `side`
     up = np.array([[k, 0.0, 0.5 * k - 0.5], [0.0, k, 0.5 * k - 0.5], [0.0, 0.0, 1.0]])
-    large = _warp_point_sampled(image, (up @ np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2], side)
+    large = _warp_point_sampled(image, (up @ _square(matrix))[:2], side)
     channels = large.shape[2]
     resized = Image.fromarray(large if channels != 1 else large[..., 0]).resize(
         (size, size), Image.Resampling.BILINEAR)
@@ -79,7 +89,7 @@ def warp_affine(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
 def _read_corners(matrix: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """The inverse map (output pixel -> source pixel), and where it sends the output's four
     corner pixels (2, 4): the source window a warp reads lies within them."""
-    inverse = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
+    inverse = np.linalg.inv(_square(matrix))[:2]
     return inverse, inverse @ np.array([[0, size - 1, 0, size - 1], [0, 0, size - 1, size - 1],
                                         [1, 1, 1, 1]], np.float64)
 
@@ -102,7 +112,7 @@ def _box_reduced(image: np.ndarray, matrix: np.ndarray, size: int,
     # source pixel index x = factor * p + (factor - 1) / 2 + x0 for reduced pixel index p
     to_source = np.array([[factor, 0.0, (factor - 1) / 2 + x0],
                           [0.0, factor, (factor - 1) / 2 + y0], [0.0, 0.0, 1.0]])
-    return reduced, (np.vstack([matrix, [0.0, 0.0, 1.0]]) @ to_source)[:2]
+    return reduced, (_square(matrix) @ to_source)[:2]
 
 
 def _warp_point_sampled(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
@@ -172,8 +182,7 @@ def through(matrix: np.ndarray, frame: np.ndarray | None) -> np.ndarray:
     upright -> those pixels) maps to: a rotated or DCT-reduced decode of the same photo."""
     if frame is None:
         return matrix
-    return (np.vstack([matrix, [0.0, 0.0, 1.0]])
-            @ np.linalg.inv(np.vstack([frame, [0.0, 0.0, 1.0]])))[:2]
+    return (_square(matrix) @ np.linalg.inv(_square(frame)))[:2]
 
 
 # A photo's crop source may be decoded smaller while every face in it still spans at least
@@ -189,7 +198,7 @@ def reduction(matrices: list[np.ndarray], limit: int = 8) -> int:
     each of these warps reading at least DECODE_SUPERSAMPLE source pixels per crop pixel."""
     allowed = limit
     for matrix in matrices:
-        scale = float(np.sqrt(abs(np.linalg.det(np.asarray(matrix)[:, :2]))))
+        scale = map_scale(matrix)
         allowed = min(allowed, int(1.0 / (scale * DECODE_SUPERSAMPLE)) if scale > 0 else 1)
     factor = 1
     while factor * 2 <= allowed:

@@ -282,17 +282,22 @@ def _fast_jpeg(data: bytes) -> tuple[int, int, int] | None:
     return (height, width, orient) if orient in (5, 6, 7, 8) else (width, height, orient)
 
 
+def _decode_as_stored(data: bytes, min_width: int = 0, min_height: int = 0) -> np.ndarray:
+    """RGB pixels as stored, at the smallest DCT scale at least (min_width, min_height)
+    (strict: a truncated file fails)."""
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=min_height,
+                                      min_width=min_width, strict=True)
+    except ValueError as e:
+        raise BadInput(f"truncated or corrupt image data ({e})") from e
+
+
 def _decode_jpeg(data: bytes, orient: int, min_width: int = 0, min_height: int = 0) -> np.ndarray:
     """RGB pixels upright, at the smallest DCT scale at least (min_width, min_height) upright
     (strict: a truncated file fails)."""
     if orient in (5, 6, 7, 8):
         min_width, min_height = min_height, min_width
-    try:
-        pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=min_height,
-                                        min_width=min_width, strict=True)
-    except ValueError as e:
-        raise BadInput(f"truncated or corrupt image data ({e})") from e
-    return upright(pixels, orient)
+    return upright(_decode_as_stored(data, min_width, min_height), orient)
 
 
 def upright_frame(orient: int, width: int, height: int) -> np.ndarray:
@@ -311,12 +316,7 @@ def _stored_jpeg(data: bytes, orient: int,
     """(pixels as stored, at the DCT scale nearest 1/`factor` not below it; the 2x3 map from
     upright full-resolution pixels onto them, None when they are the same)."""
     height, width = simplejpeg.decode_jpeg_header(data)[:2]
-    try:
-        pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True,
-                                        min_width=-(-width // factor),
-                                        min_height=-(-height // factor))
-    except ValueError as e:
-        raise BadInput(f"truncated or corrupt image data ({e})") from e
+    pixels = _decode_as_stored(data, -(-width // factor), -(-height // factor))
     scale = round(8 * pixels.shape[1] / width) / 8  # libjpeg scales by M/8
     if scale == 1 and orient not in _UPRIGHT:
         return pixels, None

@@ -17,7 +17,7 @@ integer-truncated (x, y, w, h) boxes (score threshold, IoU without +1, top_k).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import flax.linen as nn
@@ -271,6 +271,19 @@ def canvas_for(height: int, width: int,
     return min(fits, key=lambda c: c[0] * c[1])
 
 
+def _padded32(hw: Sequence[int]) -> tuple[int, int]:
+    """(height, width) rounded up to multiples of 32."""
+    return tuple(-(-n // 32) * 32 for n in hw)
+
+
+def _pasted(images: Sequence[np.ndarray], batch: int, shape: tuple[int, int]) -> np.ndarray:
+    """(batch, *shape, 3) uint8 zeros with each image in its top-left corner."""
+    out = np.zeros((batch, *shape, 3), np.uint8)
+    for b, im in enumerate(images):
+        out[b, :im.shape[0], :im.shape[1]] = im
+    return out
+
+
 class YuNetDetector:
     """YuNet with OpenCV's FaceDetectorYN decoding; `detect` returns faces largest first.
 
@@ -382,49 +395,39 @@ class YuNetDetector:
             check_image(im, i)
         fitted = [self._fit(im) for im in images]
         faces: list[list[Face]] = [[] for _ in images]
-        if self.runtime == "onnxruntime":
-            self._detect_onnx(fitted, faces)
-        else:
-            self._detect_jax(fitted, faces)
+        run = self._run_onnx_batch if self.runtime == "onnxruntime" else self._run_jax_batch
+        for shape, ids in self._groups(fitted):
+            scores, boxes, marks = run([fitted[i][0] for i in ids], shape)
+            for b, i in enumerate(ids):
+                faces[i] = self._faces(scores[b], boxes[b], marks[b], *fitted[i][1:])
         return faces
 
-    def _detect_jax(self, fitted: list, faces: list[list[Face]]) -> None:
-        """Canvases batched to BATCHES sizes: fixed shapes, at most programs() compiles."""
+    def _groups(self, fitted: list) -> Iterator[tuple[tuple[int, int], list[int]]]:
+        """(input shape, ids of at most max_batch images run in it): jax, the smallest of
+        `canvases` holding each image (fixed shapes, at most programs() compiles);
+        onnxruntime, each image's size padded to multiples of 32 only (OpenCV's
+        padWithDivisor)."""
         groups: dict[tuple[int, int], list[int]] = {}
         for i, (im, _, _) in enumerate(fitted):
-            groups.setdefault(canvas_for(*im.shape[:2], self.canvases), []).append(i)
+            shape = (_padded32(im.shape[:2]) if self.runtime == "onnxruntime"
+                     else canvas_for(*im.shape[:2], self.canvases))
+            groups.setdefault(shape, []).append(i)
         chunk = self.batches[-1]
-        for (h, w), members in groups.items():
+        for shape, members in groups.items():
             for start in range(0, len(members), chunk):
-                ids = members[start:start + chunk]
-                size = self.batches[bisect.bisect_left(self.batches, len(ids))]
-                canvas = np.zeros((size, h, w, 3), np.uint8)
-                valid = np.full((size, 2), 32, np.int32)  # padding rows: one block
-                for b, i in enumerate(ids):
-                    im = fitted[i][0]
-                    canvas[b, :im.shape[0], :im.shape[1]] = im
-                    valid[b] = [-(-n // 32) * 32 for n in im.shape[:2]]
-                scores, boxes, marks = jax.device_get(self._run(self.params, canvas, valid))
-                for b, i in enumerate(ids):
-                    faces[i] = self._faces(scores[b], boxes[b], marks[b], *fitted[i][1:])
+                yield shape, members[start:start + chunk]
 
-    def _detect_onnx(self, fitted: list, faces: list[list[Face]]) -> None:
-        """Each image padded to multiples of 32 only (OpenCV's padWithDivisor), images of
-        one padded size run as a batch of up to max_batch."""
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, (im, _, _) in enumerate(fitted):
-            groups.setdefault(tuple(-(-n // 32) * 32 for n in im.shape[:2]), []).append(i)
-        chunk = self.batches[-1]
-        for (h, w), members in groups.items():
-            for start in range(0, len(members), chunk):
-                ids = members[start:start + chunk]
-                batch = np.zeros((len(ids), h, w, 3), np.uint8)
-                for b, i in enumerate(ids):
-                    im = fitted[i][0]
-                    batch[b, :im.shape[0], :im.shape[1]] = im
-                scores, boxes, marks = self._run_onnx(batch)
-                for b, i in enumerate(ids):
-                    faces[i] = self._faces(scores[b], boxes[b], marks[b], *fitted[i][1:])
+    def _run_jax_batch(self, images: list[np.ndarray],
+                       shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
+        """The jitted net on the images pasted into a canvas batch padded to BATCHES."""
+        size = self.batches[bisect.bisect_left(self.batches, len(images))]
+        valid = np.full((size, 2), 32, np.int32)  # padding rows: one block
+        valid[:len(images)] = [_padded32(im.shape[:2]) for im in images]
+        return jax.device_get(self._run(self.params, _pasted(images, size, shape), valid))
+
+    def _run_onnx_batch(self, images: list[np.ndarray],
+                        shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
+        return self._run_onnx(_pasted(images, len(images), shape))
 
     def _run_onnx(self, batch: np.ndarray) -> tuple[np.ndarray, ...]:
         from agr_jax.inference import yunet_onnx

@@ -31,6 +31,7 @@ import optax
 from agr_jax import tasks
 from agr_jax.models.heads import TaskMLP
 from agr_jax.train import age_balance
+from agr_jax.train.fixed_batches import padded_parts
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +71,8 @@ def pooled_features(bundle: Any, batches: Iterable[np.ndarray], mirrored: bool =
 
     out = []
     for batch in batches:
-        n = len(batch)
-        padded = np.zeros((batch_size, *batch.shape[1:]), np.uint8)
-        for start in range(0, n, batch_size):
-            part = batch[start:start + batch_size]
-            padded[:len(part)] = part
-            out.append(np.asarray(features(padded))[:len(part)])
+        for padded, n in padded_parts(np.asarray(batch, np.uint8), batch_size):
+            out.append(np.asarray(features(padded))[:n])
     return np.concatenate(out)
 
 

@@ -34,6 +34,7 @@ import numpy as np
 from agr_jax import tasks
 from agr_jax.data import decoded_cache, pipeline, tfds_builders
 from agr_jax.train.device_augment import flip_pad_crop
+from agr_jax.train.fixed_batches import padded_parts
 
 log = logging.getLogger(__name__)
 
@@ -155,14 +156,10 @@ def teacher_targets(bundle: Any, images: Any, views: np.ndarray, student_size: i
             done = sum(len(c) for c in chunks)
             log.info("teacher pass: %d records x %d views, %.0f records/s", done, len(views),
                      done / (time.perf_counter() - start_time))
-        n = len(batch)
-        padded = np.zeros((batch_size, size, size, 3), np.uint8)  # one program for all
         per_view = []
-        for start in range(0, n, batch_size):
-            part = batch[start:start + batch_size]
-            padded[:len(part)] = part
-            rows = [np.asarray(forward(padded, np.broadcast_to(view, (batch_size, 3))))
-                    [:len(part)] for view in scaled]
+        for padded, n in padded_parts(np.asarray(batch, np.uint8), batch_size):
+            rows = [np.asarray(forward(padded, np.broadcast_to(view, (batch_size, 3))))[:n]
+                    for view in scaled]
             per_view.append(np.stack(rows, axis=1))
         chunks.append(np.concatenate(per_view))
     return np.concatenate(chunks).astype(np.float32)
